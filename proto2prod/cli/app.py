@@ -1,0 +1,123 @@
+"""`proto2prod`: train, list, promote and roll back model versions.
+
+Every command reads its settings from the environment (`PROTO2PROD_HOME`,
+`MLFLOW_TRACKING_URI`) through `Settings`; bad input prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from proto2prod.cli.output import BarProgress, console, user_errors
+
+app = typer.Typer(
+    name="proto2prod",
+    help="From a Gradio prototype to a registry-fed model service, from one model definition.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+AliasOption = Annotated[
+    str, typer.Option("--alias", "-a", help="Alias to move (e.g. production, staging).")
+]
+
+
+def _registry():  # type: ignore[no-untyped-def]
+    from proto2prod.settings import Settings
+    from registry import Registry
+    return Registry(Settings.from_env())
+
+
+@app.command()
+def train(
+    model_file: Annotated[
+        Path, typer.Argument(help="A model definition: FILE.py or FILE.py:ClassName.")
+    ],
+    alias: Annotated[
+        str | None, typer.Option("--alias", "-a", help="Point this alias at the new version.")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="A short training run (for smoke tests).")] = False,
+) -> None:
+    """Train a model definition, publish it to the registry and register a new version."""
+    with user_errors():
+        from proto2prod.definition import load_definition
+        from registry import check_alias, publish
+
+        if alias is not None:
+            check_alias(alias)
+        registry = _registry()
+        definition = load_definition(model_file)
+        with BarProgress() as progress:
+            trained = definition.model.train(progress, quick=quick)
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in trained.metrics.items())
+        console.print(f"trained [bold]{definition.model.name}[/]: {metrics}")
+        published = publish(
+            registry, definition, trained, alias=alias, source_path=Path(str(model_file))
+        )
+    tail = f" with alias [bold]@{alias}[/]" if alias else ""
+    console.print(
+        f"registered [bold]{published.name}[/] version [bold]{published.version}[/]{tail}: "
+        f"{published.uri}"
+    )
+
+
+@app.command()
+def versions(
+    name: Annotated[str, typer.Argument(help="Registered model name, e.g. digits.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the versions of a model with their aliases and metrics, newest first."""
+    with user_errors():
+        found = _registry().versions(name)
+    if as_json:
+        typer.echo(json.dumps([v.to_json() for v in found], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{name} ({len(found)} versions)")
+    for column in ("version", "aliases", "metrics", "created", "run id"):
+        table.add_column(column)
+    for v in found:
+        created = datetime.fromtimestamp(v.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            v.version,
+            ", ".join(f"@{a}" for a in v.aliases),
+            ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())),
+            created,
+            v.run_id[:12],
+        )
+    console.print(table)
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Version number to point the alias at.")],
+    alias: AliasOption = "production",
+) -> None:
+    """Point an alias at a version (services following the alias pick it up)."""
+    with user_errors():
+        previous = _registry().promote(name, version, alias)
+    before = f" (was version {previous})" if previous else ""
+    console.print(f"{name}@{alias} -> version {version}{before}")
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: AliasOption = "production",
+) -> None:
+    """Move an alias back to the version it pointed at before the last promote."""
+    with user_errors():
+        current, previous = _registry().rollback(name, alias)
+    console.print(f"{name}@{alias} -> version {previous} (rolled back from {current})")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,195 @@
+"""Load a model definition and check it against the contract, failing at load, never later.
+
+A definition is named by a file (`examples/digits.py`), a file and class
+(`examples/digits.py:Digits`) or an importable entry (`examples.digits:Digits`). Every rule
+that can be checked without weights is checked here, with a message naming the rule, so a
+mistake shows when the file loads rather than on the first request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from proto2prod.errors import DefinitionError, InvalidInput
+from proto2prod.fields import Field
+from proto2prod.model import Model
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_REQUIRED = ("network", "examples", "train")
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A checked model definition and where it came from."""
+
+    model: Model
+    entry: str
+    """How to load it again: `module:Class` when importable, else `path/to/file.py:Class`."""
+    source: str
+    """The text of the file that defines it (logged to the registry with every version)."""
+
+    @property
+    def source_sha256(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+
+def load_definition(ref: str | Path, *, check: bool = True) -> Definition:
+    """Import the model class named by `ref`, instantiate it and check it."""
+    text = str(ref)
+    target, _, class_name = text.partition(":") if not Path(text).exists() else (text, "", "")
+    if target.endswith(".py") or Path(target).exists():
+        module = _import_file(Path(target))
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise DefinitionError(
+                f"cannot import '{target}' ({exc}); pass a .py file or an importable module",
+                where=text,
+            ) from None
+    cls = _pick_class(module, class_name, where=text)
+    try:
+        model = cls()
+    except Exception as exc:  # the user's constructor: say where it failed, keep the cause
+        raise DefinitionError(f"{cls.__name__}() failed: {exc}", where=text) from exc
+    source_file = inspect.getsourcefile(cls)
+    source = Path(source_file).read_text() if source_file else ""
+    entry = f"{cls.__module__}:{cls.__qualname__}"
+    if cls.__module__.startswith("_proto2prod_file_"):
+        entry = f"{Path(source_file or target).as_posix()}:{cls.__qualname__}"
+    if check:
+        check_definition(model, where=text)
+    return Definition(model=model, entry=entry, source=source)
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise DefinitionError(f"no such file: {path}; give the path of a model definition .py")
+    resolved = path.resolve()
+    module_name = "_proto2prod_file_" + hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise DefinitionError(f"cannot import {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file failed to import: name it and keep the cause
+        del sys.modules[module_name]
+        raise DefinitionError(
+            f"importing it failed with {type(exc).__name__}: {exc}", where=str(path)
+        ) from exc
+    return module
+
+
+def _pick_class(module: ModuleType, class_name: str, *, where: str) -> type[Model]:
+    if class_name:
+        cls = getattr(module, class_name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, Model)):
+            raise DefinitionError(f"'{class_name}' is not a proto2prod.Model subclass", where=where)
+        return cls
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, Model)
+        and obj is not Model
+        and obj.__module__ == module.__name__
+    ]
+    if not found:
+        raise DefinitionError(
+            "defines no proto2prod.Model subclass; write `class MyModel(proto2prod.Model): ...`",
+            where=where,
+        )
+    if len(found) > 1:
+        names = ", ".join(sorted(c.__name__ for c in found))
+        raise DefinitionError(
+            f"defines several models ({names}); pick one with FILE.py:ClassName", where=where
+        )
+    return found[0]
+
+
+def check_definition(model: Model, *, where: str | None = None) -> None:
+    """Check every rule of the contract; raise DefinitionError naming the first one broken."""
+    where = where or type(model).__name__
+
+    def fail(rule: str) -> DefinitionError:
+        return DefinitionError(rule, where=where)
+
+    name = getattr(model, "name", None)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise fail(
+            f"`name` must be 1-64 letters, digits, '_', '.' or '-' (a registry name); "
+            f"got {name!r}"
+        )
+    for attr, direction in (("inputs", "can_input"), ("outputs", "can_output")):
+        value = getattr(model, attr, None)
+        if not isinstance(value, Field):
+            raise fail(f"`{attr}` must be a proto2prod field such as fields.Image(...); "
+                       f"got {value!r}")
+        if not getattr(value, direction):
+            raise fail(f"`{attr}` = {value!r} cannot be used as {attr[:-1]}")
+    for method in _REQUIRED:
+        if getattr(type(model), method) is getattr(Model, method):
+            raise fail(f"`{method}()` must be implemented")
+
+    examples = model.examples()
+    if not isinstance(examples, list) or not examples:
+        raise fail("`examples()` must return a non-empty list of inputs in their JSON encoding")
+    decoded = []
+    for i, example in enumerate(examples):
+        try:
+            json.dumps(example)
+            decoded.append(model.inputs.decode(example, index=i))
+        except InvalidInput as exc:
+            raise fail(f"`examples()[{i}]` does not fit `inputs`: {exc}") from None
+        except (TypeError, ValueError):
+            raise fail(f"`examples()[{i}]` is not JSON-serialisable") from None
+    _check_network(model, decoded, fail)
+
+
+def _check_network(model: Model, decoded: list[Any], fail: Any) -> None:
+    import torch
+    from torch import nn
+
+    network = model.network()
+    if not isinstance(network, nn.Module):
+        raise fail(f"`network()` must return a torch.nn.Module; got {type(network).__name__}")
+    tensors = [model.preprocess(item) for item in decoded]
+    shapes = {tuple(t.shape) for t in tensors if isinstance(t, torch.Tensor)}
+    if len(shapes) != 1 or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise fail(
+            "`preprocess()` must return a tensor of the same shape for every item; "
+            f"for examples() it gave {sorted(shapes) or 'no tensors'}"
+        )
+    network.eval()
+    with torch.inference_mode():
+        try:
+            out = network(torch.stack(tensors).float())
+        except Exception as exc:  # shapes the user's network rejects: say which rule broke
+            raise fail(
+                f"`network()` fails on a batch of preprocessed examples of shape "
+                f"{[len(tensors), *shapes.pop()]}: {exc}"
+            ) from None
+    if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != len(tensors):
+        raise fail("`network()` must return one tensor whose first dimension is the batch")
+    problem = model.outputs.output_shape_problem(tuple(out.shape[1:]))
+    if problem:
+        raise fail(problem)
+    for row in out:
+        try:
+            json.dumps(model.postprocess(row))
+        except (TypeError, ValueError):
+            raise fail("`postprocess()` must return a JSON-serialisable value") from None

@@ -1,0 +1,28 @@
+"""Optional dependency groups: import one or say exactly which extra to install."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from proto2prod.errors import MissingExtra
+
+EXTRA_OF = {
+    "gradio": "ui",
+    "streamlit": "ui",
+    "bentoml": "serve",
+    "locust": "bench",
+    "matplotlib": "bench",
+    "hdrh": "bench",
+}
+
+
+def require(module: str) -> ModuleType:
+    """Import `module`, or raise MissingExtra with the `pip install 'proto2prod[...]'` line."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = module.split(".")[0]
+        if exc.name and exc.name.split(".")[0] != top:
+            raise
+        raise MissingExtra(module, EXTRA_OF.get(top, "all")) from None

@@ -1,0 +1,106 @@
+"""The model contract: the one file a user writes.
+
+    class Digits(proto2prod.Model):
+        \"\"\"Handwritten digits, 8x8 greyscale.\"\"\"   # the UIs' description
+        name = "digits"
+        inputs = fields.Image(height=8, width=8, channels=1)
+        outputs = fields.Label(classes=[str(d) for d in range(10)], top_k=3)
+
+        def network(self) -> nn.Module: ...            # architecture only, no weights
+        def preprocess(self, image) -> Tensor: ...     # one decoded item -> one tensor
+        def examples(self) -> list: ...                # JSON items, for UIs, docs, warm-up
+        def train(self, progress, quick=False) -> Trained: ...
+
+Batching, devices, `inference_mode`, weights and serving are the framework's job
+(`Predictor`), so the same definition runs in a notebook, a UI, the service and MLflow.
+The file imports no UI or serving library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from proto2prod.fields import Field
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+class Progress(Protocol):
+    """What `Model.train` reports to: the CLI draws a bar, tests pass `NullProgress`."""
+
+    def start(self, total: int, description: str = "training") -> None: ...
+
+    def advance(self, steps: int = 1, **metrics: float) -> None: ...
+
+
+class NullProgress:
+    """A `Progress` that shows nothing."""
+
+    def start(self, total: int, description: str = "training") -> None:
+        pass
+
+    def advance(self, steps: int = 1, **metrics: float) -> None:
+        pass
+
+
+@dataclass
+class Trained:
+    """What `Model.train` returns: weights for `network()`, held-out metrics, parameters."""
+
+    weights: Mapping[str, torch.Tensor]
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Model:
+    """Base class of a proto2prod model definition.
+
+    Subclasses set `name`, `inputs`, `outputs` and implement `network`, `examples` and
+    `train`; `preprocess` and `postprocess` have defaults that fit numeric inputs and
+    Label/Number outputs. `proto2prod.load_definition` checks every rule when the file loads.
+    """
+
+    name: ClassVar[str]
+    inputs: ClassVar[Field]
+    outputs: ClassVar[Field]
+
+    def network(self) -> nn.Module:
+        """Build the network with fresh (untrained) parameters."""
+        raise NotImplementedError
+
+    def preprocess(self, item: Any) -> torch.Tensor:
+        """Map one decoded input (what `inputs.decode` returns) to one network input tensor.
+
+        The default converts a numeric array as it is; override it to normalise or resize.
+        """
+        import torch
+
+        return torch.as_tensor(item)
+
+    def postprocess(self, row: torch.Tensor) -> Any:
+        """Map one row of the network's output to the JSON value of `outputs`."""
+        return self.outputs.encode(row)
+
+    def examples(self) -> list[Any]:
+        """A few inputs in their JSON encoding: clickable in UIs, used to warm up and check."""
+        raise NotImplementedError
+
+    def train(self, progress: Progress, quick: bool = False) -> Trained:
+        """Train from data a package ships or the code makes; `quick` is a short run for tests."""
+        raise NotImplementedError
+
+    @property
+    def title(self) -> str:
+        return self.name.replace("_", " ").replace("-", " ").title()
+
+    @property
+    def description(self) -> str:
+        return (type(self).__doc__ or "").strip()
+
+    def spec(self) -> dict[str, Any]:
+        """The fields, as recorded with every registered version and compared on swaps."""
+        return {"inputs": self.inputs.spec(), "outputs": self.outputs.spec()}

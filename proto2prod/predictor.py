@@ -1,0 +1,102 @@
+"""`Predictor`: THE inference path.
+
+The in-process prototype, the BentoML service and the MLflow pyfunc all call
+`Predictor.predict_batch`, so one input gives one output everywhere. Validation and
+preprocessing are per item (`prepare`), so a server can reject one bad request without
+failing the others it would have batched with it; the forward pass is one call per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from proto2prod.errors import IncompatibleVersion, InvalidInput
+from proto2prod.model import Model
+
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`requested` if given, else CUDA when available, else CPU."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (never pickle)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def save_weights(weights: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
+    save_file(tensors, str(path))
+
+
+class Predictor:
+    """A model definition plus weights, on a device, ready for batched inference.
+
+    `weights` is a state dict or the path of a safetensors file. `half=True` runs the
+    network in float16 on CUDA (ignored on CPU, where it is slower).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        weights: Mapping[str, torch.Tensor] | str | Path,
+        device: str | torch.device | None = None,
+        *,
+        half: bool = False,
+    ) -> None:
+        self.model = model
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
+        state = load_weights(weights) if isinstance(weights, str | Path) else dict(weights)
+        network = model.network()
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise IncompatibleVersion(
+                f"the weights do not fit {type(model).__name__}.network(): "
+                f"{' '.join(line.strip() for line in first[:3])}"
+            ) from None
+        self.network = network.to(self.device, self.dtype).eval()
+
+    def prepare(self, item: Any, index: int | None = None) -> torch.Tensor:
+        """Validate and preprocess one JSON item; raises InvalidInput naming the field."""
+        decoded = self.model.inputs.decode(item, index=index)
+        return self.model.preprocess(decoded)
+
+    def run(self, tensors: Sequence[torch.Tensor]) -> list[Any]:
+        """One forward pass over prepared items, then postprocess each row."""
+        batch = torch.stack(list(tensors)).to(self.device, self.dtype, non_blocking=True)
+        with torch.inference_mode():
+            out = self.network(batch).float().cpu()
+        return [self.model.postprocess(row) for row in out]
+
+    def predict_batch(self, items: Sequence[Any]) -> list[Any]:
+        """Outputs for `items` (JSON-encoded inputs), in order."""
+        if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+            raise InvalidInput(
+                self.model.inputs.name, "got something other than a list of items", "a list"
+            )
+        if len(items) == 0:
+            raise InvalidInput(self.model.inputs.name, "the list is empty", "at least one item")
+        return self.run([self.prepare(item, i) for i, item in enumerate(items)])
+
+    def predict(self, item: Any) -> Any:
+        """Output for one item."""
+        return self.predict_batch([item])[0]
+
+    def warm_up(self) -> None:
+        """Run the definition's examples once (first calls allocate, JIT and tune)."""
+        self.predict_batch(self.model.examples())

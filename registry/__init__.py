@@ -1,0 +1,21 @@
+"""The MLflow model registry: publish versions, move aliases, resolve and fetch (verified).
+
+Imports only the contract (`proto2prod`); MLflow is imported on first use.
+"""
+
+from registry.cache import LocalVersion, fetch, verify
+from registry.client import Registry, VersionInfo
+from registry.publish import Published, publish
+from registry.reference import ModelRef, check_alias
+
+__all__ = [
+    "LocalVersion",
+    "ModelRef",
+    "Published",
+    "Registry",
+    "VersionInfo",
+    "check_alias",
+    "fetch",
+    "publish",
+    "verify",
+]

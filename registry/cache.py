@@ -1,0 +1,108 @@
+"""Fetch a version's weights into a per-version local cache, verified by sha256.
+
+Layout: `$PROTO2PROD_HOME/cache/<registry>/<name>/<version>/` with `weights.safetensors`
+and `version.json` (what the registry said about it). A download lands in a temporary
+folder, is verified, then renamed into place, so a cache entry is whole or absent. Every
+`fetch` re-hashes the cached weights before returning them: a file changed on disk is
+refused, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proto2prod.errors import IntegrityError
+from registry.client import Registry, VersionInfo
+from registry.publish import WEIGHTS, sha256_file
+from registry.reference import ModelRef
+
+
+@dataclass(frozen=True)
+class LocalVersion:
+    """A verified version on local disk."""
+
+    path: Path
+    info: VersionInfo
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS
+
+
+def cache_root(registry: Registry) -> Path:
+    key = hashlib.sha256(registry.uri.encode()).hexdigest()[:12]
+    return registry.settings.cache_dir / key
+
+
+def fetch(registry: Registry, ref: ModelRef | str | VersionInfo) -> LocalVersion:
+    """Resolve `ref`, download its weights once, verify them and return the local copy."""
+    info = ref if isinstance(ref, VersionInfo) else registry.resolve(ref)
+    expected = info.sha256.get(WEIGHTS)
+    if not expected:
+        raise IntegrityError(
+            f"{info.name}/{info.version} records no sha256 for {WEIGHTS}: it was not published "
+            f"by proto2prod, so it cannot be verified; publish it with: proto2prod train FILE.py"
+        )
+    target = cache_root(registry) / info.name / info.version
+    if not target.exists():
+        _download(registry, info, target)
+    verify(target / WEIGHTS, expected, what=f"{info.name}/{info.version}")
+    return LocalVersion(path=target, info=info)
+
+
+def verify(path: Path, expected: str, *, what: str) -> None:
+    if not path.is_file():
+        raise IntegrityError(f"{what}: {path} is missing; delete {path.parent} to fetch it again")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{what}: {path.name} has sha256 {actual[:16]}..., the registry recorded "
+            f"{expected[:16]}...; refusing to load it. If the cached copy was damaged, delete "
+            f"{path.parent} to fetch it again"
+        )
+
+
+def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
+    import mlflow
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{info.version}-", dir=target.parent))
+    try:
+        with registry.errors(f"downloading {info.name}/{info.version}"):
+            location = _artifact_location(registry, info)
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location}/artifacts/{WEIGHTS}",
+                dst_path=str(staging),
+                tracking_uri=registry.uri,
+            )
+        verify(staging / WEIGHTS, info.sha256[WEIGHTS], what=f"{info.name}/{info.version}")
+        (staging / "version.json").write_text(json.dumps(_describe(info), indent=2))
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _artifact_location(registry: Registry, info: VersionInfo) -> str:
+    if info.source.startswith("models:/m-"):
+        model_id = info.source.removeprefix("models:/")
+        return str(registry.client.get_logged_model(model_id).artifact_location)
+    return info.source
+
+
+def _describe(info: VersionInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "version": info.version,
+        "run_id": info.run_id,
+        "source": info.source,
+        "aliases": info.aliases,
+        "tags": info.tags,
+        "metrics": info.metrics,
+        "created_ms": info.created_ms,
+    }

@@ -1,0 +1,267 @@
+"""The MLflow model registry, as proto2prod uses it: versions, aliases, resolving references.
+
+Aliases, never the deprecated stages. Promote moves an alias and records where it pointed
+before (a registered-model tag), so rollback can move it back: MLflow keeps no history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from proto2prod.errors import ModelNotFound, RegistryError, RegistryUnavailable
+from proto2prod.settings import Settings
+from registry.reference import ModelRef, check_alias
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+TAG = "proto2prod"
+HISTORY_KEEP = 50
+
+
+def history_tag(alias: str) -> str:
+    return f"{TAG}.alias.{alias}.history"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version, as the CLI lists it and `resolve` returns it."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_ms: int = 0
+    resolved_from: str | None = None
+    """The reference this was resolved from, e.g. `digits@production`."""
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.name, version=self.version)
+
+    @property
+    def sha256(self) -> dict[str, str]:
+        """Recorded sha256 of each artifact, keyed by file name."""
+        prefix = f"{TAG}.sha256."
+        return {k[len(prefix) :]: v for k, v in self.tags.items() if k.startswith(prefix)}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return json.loads(self.tags.get(f"{TAG}.spec", "{}"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "aliases": self.aliases,
+            "metrics": self.metrics,
+            "run_id": self.run_id,
+        }
+
+
+class Registry:
+    """A connection to the tracking server (or the embedded SQLite store) of `settings`."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.uri = self.settings.effective_tracking_uri
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> MlflowClient:
+        # MLflow reads these per request; its defaults (120 s, 7 retries) would hang a CLI
+        # or a poller for many minutes on a dead server. A user's own setting wins.
+        timeout = str(math.ceil(self.settings.registry_timeout_s))  # MLflow wants an int
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.settings.registry_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+        from mlflow import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        if self.settings.embedded:
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    @contextlib.contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Translate MLflow's exceptions into proto2prod's, naming `what` was asked."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as exc:
+            message = str(exc)
+            if "API request to" in message and "failed with exception" in message:
+                raise RegistryUnavailable(
+                    f"cannot reach the MLflow tracking server at {self.uri} ({what}); "
+                    f"start it or point MLFLOW_TRACKING_URI at a running one"
+                ) from None
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                raise ModelNotFound(f"{what}: {message.splitlines()[0]} in {self.uri}") from None
+            raise RegistryError(f"{what}: {message.splitlines()[0]}") from exc
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Drop MLflow's warning that our pyfunc's `list[Any]` input is not validated.
+
+        It is by design (proto2prod's fields validate), MLflow re-enables it with its own
+        `catch_warnings` on every log and load, so a warnings filter cannot reach it.
+        """
+        original = warnings.showwarning
+
+        def show(message: Any, *args: Any, **kwargs: Any) -> None:
+            if "Any type hint is inferred as AnyType" not in str(message):
+                original(message, *args, **kwargs)
+
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = original
+
+    # -- reading --------------------------------------------------------------------------
+    def _model_exists(self, name: str) -> None:
+        with self.errors(f"looking up model '{name}'"):
+            try:
+                self.client.get_registered_model(name)
+            except Exception as exc:
+                if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                    raise ModelNotFound(
+                        f"no model named '{name}' in the registry at {self.uri}; "
+                        f"register one with: proto2prod train FILE.py"
+                    ) from None
+                raise
+
+    def resolve(self, ref: ModelRef | str) -> VersionInfo:
+        """The concrete version a reference points to now."""
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        self._model_exists(ref.name)
+        with self.errors(f"resolving {ref}"):
+            if ref.alias:
+                try:
+                    mv = self.client.get_model_version_by_alias(ref.name, ref.alias)
+                except Exception as exc:
+                    if "alias" in str(exc) and "not found" in str(exc):
+                        raise ModelNotFound(
+                            f"model '{ref.name}' has no alias '{ref.alias}'; set it with: "
+                            f"proto2prod promote {ref.name} VERSION --alias {ref.alias}"
+                        ) from None
+                    raise
+            elif ref.version:
+                try:
+                    mv = self.client.get_model_version(ref.name, ref.version)
+                except Exception as exc:
+                    if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                        raise ModelNotFound(
+                            f"model '{ref.name}' has no version {ref.version}; list them with: "
+                            f"proto2prod versions {ref.name}"
+                        ) from None
+                    raise
+            else:
+                found = self.client.search_model_versions(
+                    f"name='{ref.name}'", order_by=["version_number DESC"], max_results=1
+                )
+                if not found:
+                    raise ModelNotFound(f"model '{ref.name}' has no versions")
+                mv = found[0]
+        return self._info(mv, resolved_from=str(ref))
+
+    def versions(self, name: str, *, with_metrics: bool = True) -> list[VersionInfo]:
+        """All versions of `name`, newest first."""
+        self._model_exists(name)
+        with self.errors(f"listing versions of '{name}'"):
+            found = self.client.search_model_versions(
+                f"name='{name}'", order_by=["version_number DESC"]
+            )
+            # search_model_versions leaves `aliases` empty: take them from the model.
+            aliases: dict[str, list[str]] = {}
+            for alias, version in (self.client.get_registered_model(name).aliases or {}).items():
+                aliases.setdefault(str(version), []).append(alias)
+            return [
+                self._info(mv, with_metrics=with_metrics, aliases=aliases.get(str(mv.version)))
+                for mv in found
+            ]
+
+    def _info(
+        self,
+        mv: Any,
+        *,
+        resolved_from: str | None = None,
+        with_metrics: bool = True,
+        aliases: list[str] | None = None,
+    ) -> VersionInfo:
+        metrics: dict[str, float] = {}
+        if with_metrics and mv.run_id:
+            metrics = dict(self.client.get_run(mv.run_id).data.metrics)
+        return VersionInfo(
+            name=mv.name,
+            version=str(mv.version),
+            run_id=mv.run_id or "",
+            source=mv.source,
+            aliases=sorted(aliases if aliases is not None else (mv.aliases or [])),
+            tags=dict(mv.tags or {}),
+            metrics=metrics,
+            created_ms=int(mv.creation_timestamp or 0),
+            resolved_from=resolved_from,
+        )
+
+    def alias_history(self, name: str, alias: str) -> list[str]:
+        with self.errors(f"reading the history of {name}@{alias}"):
+            tags = self.client.get_registered_model(name).tags or {}
+        return list(json.loads(tags.get(history_tag(alias), "[]")))
+
+    # -- writing --------------------------------------------------------------------------
+    def promote(self, name: str, version: str | int, alias: str = "production") -> str | None:
+        """Point `alias` at `version`; return the version it pointed at before (or None)."""
+        check_alias(alias)
+        target = self.resolve(ModelRef(name, version=str(version)))
+        previous = self._current(name, alias)
+        with self.errors(f"promoting {name}/{version} to @{alias}"):
+            if previous is not None and previous != target.version:
+                history = (self.alias_history(name, alias) + [previous])[-HISTORY_KEEP:]
+                self.client.set_registered_model_tag(name, history_tag(alias), json.dumps(history))
+            self.client.set_registered_model_alias(name, alias, target.version)
+        return previous
+
+    def rollback(self, name: str, alias: str = "production") -> tuple[str, str]:
+        """Move `alias` back to where it pointed before the last promote: (from, to)."""
+        check_alias(alias)
+        current = self._current(name, alias)
+        if current is None:
+            raise ModelNotFound(f"model '{name}' has no alias '{alias}' to roll back")
+        history = self.alias_history(name, alias)
+        if not history:
+            raise ModelNotFound(
+                f"{name}@{alias} has no earlier version recorded; "
+                f"use: proto2prod promote {name} VERSION --alias {alias}"
+            )
+        previous = history.pop()
+        with self.errors(f"rolling back {name}@{alias}"):
+            self.client.set_registered_model_alias(name, alias, previous)
+            self.client.set_registered_model_tag(name, history_tag(alias), json.dumps(history))
+        return current, previous
+
+    def _current(self, name: str, alias: str) -> str | None:
+        self._model_exists(name)
+        with self.errors(f"reading alias {name}@{alias}"):
+            aliases = self.client.get_registered_model(name).aliases or {}
+        return str(aliases[alias]) if alias in aliases else None

@@ -1,0 +1,178 @@
+"""Publish a trained model: one MLflow run, one logged model, one registered version.
+
+What a version carries: params and metrics of the training; `weights.safetensors` (never
+pickle); the definition's source as MLflow "models from code" (so `mlflow.pyfunc` and
+`mlflow models serve` work on it); the fields' JSON schemas and a validated input example;
+explicit pip requirements; the sha256 of each artifact proto2prod loads, as version tags;
+the git commit when there is one. A publish that fails half-way leaves no version behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from proto2prod.definition import Definition
+from proto2prod.errors import RegistryError
+from proto2prod.model import Trained
+from registry.client import TAG, Registry
+from registry.reference import check_alias
+
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+WEIGHTS = "weights.safetensors"
+DEFINITION = "definition.py"
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    version: str
+    run_id: str
+    alias: str | None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pip_requirements() -> list[str]:
+    """Explicit requirements: MLflow's inference takes 5-12 s and trips on torch's +cpu."""
+
+    def pin(dist: str) -> str:
+        try:
+            return f"{dist}=={metadata.version(dist).split('+')[0]}"
+        except metadata.PackageNotFoundError:
+            return dist
+
+    return [pin(d) for d in ("torch", "safetensors", "numpy", "pillow", "mlflow", "proto2prod")]
+
+
+def _git_commit(directory: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def publish(
+    registry: Registry,
+    definition: Definition,
+    trained: Trained,
+    *,
+    alias: str | None = None,
+    source_path: Path | None = None,
+) -> Published:
+    """Log `trained` as a new version of `definition.model.name`; optionally set `alias`."""
+    import mlflow
+
+    from proto2prod.predictor import Predictor, save_weights
+
+    model = definition.model
+    if alias is not None:
+        check_alias(alias)
+    # Refuse weights that do not fit before anything is written to the registry.
+    Predictor(model, trained.weights, "cpu").predict_batch(model.examples()[:1])
+
+    client = registry.client
+    experiment_id = _experiment(registry, model.name)
+    with tempfile.TemporaryDirectory(prefix="proto2prod-publish-") as tmp:
+        files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION)}
+        save_weights(trained.weights, files[WEIGHTS])
+        files[DEFINITION].write_text(definition.source)
+        digests = {name: sha256_file(path) for name, path in files.items()}
+        digests["entry.py"] = sha256_file(ENTRY)
+        spec = model.spec()
+        tags = {
+            f"{TAG}.entry": definition.entry,
+            f"{TAG}.spec": json.dumps(spec, sort_keys=True),
+            f"{TAG}.definition_sha256": definition.source_sha256,
+            **{f"{TAG}.sha256.{name}": digest for name, digest in digests.items()},
+        }
+        commit = _git_commit(source_path.parent if source_path else Path.cwd())
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+
+        with registry.errors(f"publishing {model.name}"), registry.quiet():
+            with mlflow.start_run(experiment_id=experiment_id, run_name=model.name) as run:
+                mlflow.set_tags(tags)
+                mlflow.log_params({k: str(v)[:500] for k, v in trained.params.items()})
+                mlflow.log_metrics(trained.metrics)
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(ENTRY),
+                    artifacts={"weights": str(files[WEIGHTS]), "definition": str(files[DEFINITION])},
+                    input_example=model.examples()[:1],
+                    pip_requirements=_pip_requirements(),
+                    metadata={
+                        "proto2prod": {
+                            "entry": definition.entry,
+                            "spec": spec,
+                            "schema": {
+                                "inputs": model.inputs.json_schema(),
+                                "outputs": model.outputs.json_schema(),
+                            },
+                            "sha256": digests,
+                        }
+                    },
+                )
+            mv = _register(registry, model.name, info, run.info.run_id, tags)
+    version = str(mv.version)
+    if alias is not None:
+        try:
+            registry.promote(model.name, version, alias)
+        except Exception as exc:
+            # Leave no version behind that the caller was told failed.
+            with registry.errors(f"removing half-registered {model.name}/{version}"):
+                client.delete_model_version(model.name, version)
+            if isinstance(exc, RegistryError):
+                raise
+            raise RegistryError(f"setting alias '{alias}' failed: {exc}") from exc
+    return Published(name=model.name, version=version, run_id=run.info.run_id, alias=alias)
+
+
+def _register(
+    registry: Registry, name: str, info: Any, run_id: str, tags: dict[str, str]
+) -> Any:
+    """Create the version (and the registered model on first use) through the client:
+    `mlflow.register_model` prints to stderr and polls; the client does neither."""
+    client = registry.client
+    try:
+        client.get_registered_model(name)
+    except Exception as exc:
+        if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(name, description=f"proto2prod model '{name}'")
+    return client.create_model_version(
+        name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+    )
+
+
+def _experiment(registry: Registry, name: str) -> str:
+    """One experiment per model; in the embedded store its artifacts live under the home."""
+    experiment_name = f"proto2prod/{name}"
+    client = registry.client
+    with registry.errors(f"opening experiment {experiment_name}"):
+        found = client.get_experiment_by_name(experiment_name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if registry.settings.embedded:
+            location = (registry.settings.artifact_root / name).as_uri()
+        return str(client.create_experiment(experiment_name, artifact_location=location))
