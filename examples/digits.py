@@ -57,7 +57,7 @@ class Digits(proto2prod.Model):
 
         An 8x8 input is taken as it is (the dataset's framing). A larger one is a person's
         drawing or photo: dark ink on a light background is inverted, the ink's bounding
-        box is centred in a square with a margin, and it is shrunk by area averaging.
+        box is centred in a square it fills, and it is shrunk by area averaging.
         """
         pixels = image[:, :, 0]
         if pixels.shape != (8, 8):
@@ -109,7 +109,7 @@ def _as_input(pixels: np.ndarray) -> torch.Tensor:
 
 
 def _frame_drawing(pixels: np.ndarray) -> np.ndarray:
-    """Ink high on a dark background, cropped to the ink and centred in a padded square."""
+    """Ink high on a dark background, cropped to the ink and centred in a square."""
     if float(np.median(pixels)) > 127:  # dark ink on a light background: invert
         pixels = 255.0 - pixels
     ink = pixels > 0.2 * float(pixels.max()) if pixels.max() > 0 else pixels > 0
@@ -117,7 +117,7 @@ def _frame_drawing(pixels: np.ndarray) -> np.ndarray:
         return np.zeros((8, 8), dtype=np.float32)
     rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     crop = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    side = int(max(crop.shape) * 1.25) + 1  # the dataset leaves about one pixel in eight
+    side = max(crop.shape)  # the dataset's digits fill their 8x8 box edge to edge
     square = np.zeros((side, side), dtype=np.float32)
     top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
     square[top : top + crop.shape[0], left : left + crop.shape[1]] = crop

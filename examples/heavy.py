@@ -37,7 +37,9 @@ def make_shapes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         elif label == 2:
             mask = (dy <= r * 0.7) & (dy >= -r) & (abs(dx) <= (dy + r) * 0.6)
         else:
-            mask = ((abs(dy) <= r) & (abs(dx) <= r * 0.25)) | ((abs(dx) <= r) & (abs(dy) <= r * 0.25))
+            mask = ((abs(dy) <= r) & (abs(dx) <= r * 0.25)) | (
+                (abs(dx) <= r) & (abs(dy) <= r * 0.25)
+            )
         background = rng.uniform(0, 120, 3)
         colour = rng.uniform(130, 255, 3)
         image = np.broadcast_to(background, (SIZE, SIZE, 3)).copy()

@@ -30,7 +30,10 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     data = load_wine()
     assert list(data.feature_names) == FEATURES, "scikit-learn renamed the wine features"
     return train_test_split(
-        data.data.astype(np.float32), data.target, test_size=0.25, random_state=SEED,
+        data.data.astype(np.float32),
+        data.target,
+        test_size=0.25,
+        random_state=SEED,
         stratify=data.target,
     )
 
@@ -66,8 +69,7 @@ class Wine(proto2prod.Model):
         _, x_test, _, y_test = load_split()
         picks = [int(np.flatnonzero(y_test == c)[0]) for c in range(3)]
         return [
-            {f: round(float(v), 4) for f, v in zip(FEATURES, x_test[i], strict=True)}
-            for i in picks
+            {f: round(float(v), 4) for f, v in zip(FEATURES, x_test[i], strict=True)} for i in picks
         ]
 
     def train(self, progress: proto2prod.Progress, quick: bool = False) -> proto2prod.Trained:

@@ -131,14 +131,14 @@ def check_definition(model: Model, *, where: str | None = None) -> None:
     name = getattr(model, "name", None)
     if not isinstance(name, str) or not _NAME.match(name):
         raise fail(
-            f"`name` must be 1-64 letters, digits, '_', '.' or '-' (a registry name); "
-            f"got {name!r}"
+            f"`name` must be 1-64 letters, digits, '_', '.' or '-' (a registry name); got {name!r}"
         )
     for attr, direction in (("inputs", "can_input"), ("outputs", "can_output")):
         value = getattr(model, attr, None)
         if not isinstance(value, Field):
-            raise fail(f"`{attr}` must be a proto2prod field such as fields.Image(...); "
-                       f"got {value!r}")
+            raise fail(
+                f"`{attr}` must be a proto2prod field such as fields.Image(...); got {value!r}"
+            )
         if not getattr(value, direction):
             raise fail(f"`{attr}` = {value!r} cannot be used as {attr[:-1]}")
     for method in _REQUIRED:

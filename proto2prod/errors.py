@@ -75,8 +75,7 @@ class MissingExtra(Proto2ProdError):
         self.module = module
         self.extra = extra
         super().__init__(
-            f"this needs '{module}', which is not installed; run: "
-            f"pip install 'proto2prod[{extra}]'"
+            f"this needs '{module}', which is not installed; run: pip install 'proto2prod[{extra}]'"
         )
 
 

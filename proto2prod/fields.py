@@ -86,9 +86,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _numeric_array(
-    field: Field, value: Any, expected: str, index: int | None
-) -> np.ndarray:
+def _numeric_array(field: Field, value: Any, expected: str, index: int | None) -> np.ndarray:
     """A nested JSON list as a float32 array, refusing strings, booleans, ragged lists, NaN."""
     import numpy as np
 

@@ -88,7 +88,9 @@ class Registry:
         # or a poller for many minutes on a dead server. A user's own setting wins.
         timeout = str(math.ceil(self.settings.registry_timeout_s))  # MLflow wants an int
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.settings.registry_retries))
+        os.environ.setdefault(
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.settings.registry_retries)
+        )
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow

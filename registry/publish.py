@@ -91,6 +91,7 @@ def publish(
     Predictor(model, trained.weights, "cpu").predict_batch(model.examples()[:1])
 
     client = registry.client
+    mlflow.set_tracking_uri(registry.uri)  # the fluent API below uses the global URI
     experiment_id = _experiment(registry, model.name)
     with tempfile.TemporaryDirectory(prefix="proto2prod-publish-") as tmp:
         files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION)}
@@ -117,7 +118,10 @@ def publish(
                 info = mlflow.pyfunc.log_model(
                     name="model",
                     python_model=str(ENTRY),
-                    artifacts={"weights": str(files[WEIGHTS]), "definition": str(files[DEFINITION])},
+                    artifacts={
+                        "weights": str(files[WEIGHTS]),
+                        "definition": str(files[DEFINITION]),
+                    },
                     input_example=model.examples()[:1],
                     pip_requirements=_pip_requirements(),
                     metadata={
@@ -147,9 +151,7 @@ def publish(
     return Published(name=model.name, version=version, run_id=run.info.run_id, alias=alias)
 
 
-def _register(
-    registry: Registry, name: str, info: Any, run_id: str, tags: dict[str, str]
-) -> Any:
+def _register(registry: Registry, name: str, info: Any, run_id: str, tags: dict[str, str]) -> Any:
     """Create the version (and the registered model on first use) through the client:
     `mlflow.register_model` prints to stderr and polls; the client does neither."""
     client = registry.client

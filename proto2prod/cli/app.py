@@ -31,6 +31,7 @@ AliasOption = Annotated[
 def _registry():  # type: ignore[no-untyped-def]
     from proto2prod.settings import Settings
     from registry import Registry
+
     return Registry(Settings.from_env())
 
 

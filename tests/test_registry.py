@@ -1,0 +1,173 @@
+"""Registry round trip on the embedded SQLite store AND a real `mlflow server` (no mocks)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from proto2prod import (
+    Definition,
+    IncompatibleVersion,
+    IntegrityError,
+    ModelNotFound,
+    RegistryUnavailable,
+    Settings,
+    Trained,
+)
+from proto2prod.predictor import Predictor
+from registry import ModelRef, Registry, fetch, publish
+from registry.client import history_tag
+from registry.publish import WEIGHTS
+from tests.compare import assert_same_outputs
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Registry:
+    return Registry(settings)
+
+
+def test_publish_promote_rollback_fetch(
+    registry: Registry, digits: Definition, digits_quick: Trained, digits_trained: Trained
+) -> None:
+    v1 = publish(registry, digits, digits_quick, alias="staging")
+    v2 = publish(registry, digits, digits_trained)
+    assert int(v2.version) == int(v1.version) + 1
+    assert v1.uri == f"models:/digits/{v1.version}"
+
+    listed = {v.version: v for v in registry.versions("digits")}
+    assert listed[v1.version].aliases == ["staging"]
+    assert listed[v2.version].metrics["accuracy"] == pytest.approx(
+        digits_trained.metrics["accuracy"]
+    )
+    assert listed[v2.version].run_id == v2.run_id
+
+    assert registry.promote("digits", v1.version, "production") in (None, v2.version, v1.version)
+    assert registry.promote("digits", v2.version, "production") == v1.version
+    assert registry.resolve("digits@production").version == v2.version
+    assert registry.resolve("models:/digits@staging").version == v1.version
+    assert registry.resolve(f"digits/{v1.version}").version == v1.version
+    assert registry.resolve("digits").version == v2.version  # newest
+
+    assert registry.rollback("digits", "production") == (v2.version, v1.version)
+    assert registry.resolve("digits@production").version == v1.version
+
+    local = fetch(registry, "digits@staging")
+    assert local.info.version == v1.version
+    assert local.weights.is_file() and (local.path / "version.json").is_file()
+    cached = Predictor(digits.model, local.weights, "cpu")
+    direct = Predictor(digits.model, digits_quick.weights, "cpu")
+    items = digits.model.examples()
+    assert cached.predict_batch(items) == direct.predict_batch(items)
+    assert fetch(registry, f"digits/{v1.version}").path == local.path  # cached once
+
+
+def test_pyfunc_by_alias_gives_the_predictor_outputs(
+    registry: Registry, digits: Definition, digits_trained: Trained
+) -> None:
+    published = publish(registry, digits, digits_trained, alias="staging")
+    items = digits.model.examples() + [
+        digits.model.inputs.to_png_base64(digits.model.examples()[1])
+    ]  # type: ignore[attr-defined]
+    mlflow.set_tracking_uri(registry.uri)
+    pyfunc = mlflow.pyfunc.load_model("models:/digits@staging")
+    expected = Predictor(digits.model, digits_trained.weights, "cpu").predict_batch(items)
+    assert_same_outputs(pyfunc.predict(items), expected, tol=1e-6)
+    meta = pyfunc.metadata.metadata["proto2prod"]
+    assert meta["spec"] == digits.model.spec()
+    assert meta["schema"]["inputs"] == digits.model.inputs.json_schema()
+    info = registry.resolve(f"digits/{published.version}")
+    assert set(info.sha256) == {"weights.safetensors", "definition.py", "entry.py"}
+    assert info.tags["proto2prod.entry"].endswith("digits.py:Digits")
+
+
+def test_no_pickle_among_the_artifacts(
+    registry: Registry, digits: Definition, digits_quick: Trained, tmp_path: Path
+) -> None:
+    published = publish(registry, digits, digits_quick)
+    mlflow.set_tracking_uri(registry.uri)
+    root = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/digits/{published.version}", dst_path=str(tmp_path / "all")
+        )
+    )
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert any(p.name == WEIGHTS for p in files)
+    for path in files:
+        assert path.suffix not in (".pkl", ".pickle", ".pt", ".pth", ".joblib"), path
+        assert path.read_bytes()[:1] != b"\x80", f"{path} starts like a pickle stream"
+
+
+def test_corrupted_cache_is_refused(
+    registry: Registry, digits: Definition, digits_quick: Trained
+) -> None:
+    published = publish(registry, digits, digits_quick)
+    local = fetch(registry, f"digits/{published.version}")
+    data = bytearray(local.weights.read_bytes())
+    data[-1] ^= 0xFF
+    local.weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="refusing to load it") as caught:
+        fetch(registry, f"digits/{published.version}")
+    assert str(local.path) in str(caught.value)
+
+
+def test_weights_that_do_not_fit_leave_no_version(
+    registry: Registry, digits: Definition, digits_quick: Trained
+) -> None:
+    publish(registry, digits, digits_quick)
+    before = [v.version for v in registry.versions("digits")]
+    broken = Trained(weights={k: v[..., :1] for k, v in digits_quick.weights.items()})
+    with pytest.raises(IncompatibleVersion):
+        publish(registry, digits, broken, alias="production")
+    with pytest.raises(ValueError, match="not a usable alias"):
+        publish(registry, digits, digits_quick, alias="latest")
+    assert [v.version for v in registry.versions("digits")] == before
+
+
+def test_unknown_names_versions_and_aliases(
+    registry: Registry, digits: Definition, digits_quick: Trained
+) -> None:
+    with pytest.raises(ModelNotFound, match="no model named 'nope'"):
+        registry.resolve("nope@production")
+    publish(registry, digits, digits_quick)
+    with pytest.raises(ModelNotFound, match="has no alias 'canary'"):
+        registry.resolve("digits@canary")
+    with pytest.raises(ModelNotFound, match="has no version 999"):
+        registry.promote("digits", 999)
+    with pytest.raises(ModelNotFound, match="no earlier version recorded|has no alias"):
+        registry.rollback("digits", "qa")
+
+
+def test_rollback_history_is_a_registered_model_tag(
+    embedded: Settings, digits: Definition, digits_quick: Trained
+) -> None:
+    registry = Registry(embedded)
+    a = publish(registry, digits, digits_quick, alias="production")
+    b = publish(registry, digits, digits_quick, alias="production")
+    tags = registry.client.get_registered_model("digits").tags
+    assert tags[history_tag("production")] == f'["{a.version}"]'
+    assert registry.rollback("digits") == (b.version, a.version)
+    with pytest.raises(ModelNotFound, match="no earlier version recorded"):
+        registry.rollback("digits")
+
+
+def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path: Path) -> None:
+    from tests.processes import free_port
+
+    settings = Settings.from_env(
+        {"PROTO2PROD_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    )
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailable, match="cannot reach the MLflow tracking server"):
+        Registry(settings).versions("digits")
+    assert time.monotonic() - started < 30
+
+
+def test_model_refs_parse() -> None:
+    assert ModelRef.parse("models:/digits@production") == ModelRef("digits", alias="production")
+    assert ModelRef.parse("digits/3") == ModelRef("digits", version="3")
+    assert str(ModelRef.parse("digits")) == "digits"
+    with pytest.raises(ValueError, match="not a model reference"):
+        ModelRef.parse("digits@@x")
