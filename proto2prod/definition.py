@@ -76,6 +76,11 @@ def _import_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise DefinitionError(f"no such file: {path}; give the path of a model definition .py")
     resolved = path.resolve()
+    importable = _importable_name(resolved)
+    if importable is not None:
+        # Inside an installed package (examples/digits.py -> examples.digits): import it
+        # by name, so the recorded entry point works wherever the package is installed.
+        return importlib.import_module(importable)
     module_name = "_proto2prod_file_" + hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -92,6 +97,25 @@ def _import_file(path: Path) -> ModuleType:
             f"importing it failed with {type(exc).__name__}: {exc}", where=str(path)
         ) from exc
     return module
+
+
+def _importable_name(path: Path) -> str | None:
+    """`pkg.mod` if `path` is that module of an importable package, else None."""
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if len(parts) == 1:
+        return None
+    name = ".".join(parts)
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or Path(spec.origin).resolve() != path:
+        return None
+    return name
 
 
 def _pick_class(module: ModuleType, class_name: str, *, where: str) -> type[Model]:

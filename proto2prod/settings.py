@@ -16,7 +16,7 @@ class SettingsError(ValueError):
     """An environment variable holds a value that cannot be used."""
 
 
-def _float(environ: Mapping[str, str], key: str, default: float) -> float:
+def _float(environ: Mapping[str, str], key: str, default: float, *, zero_ok: bool = False) -> float:
     raw = environ.get(key)
     if raw is None or raw == "":
         return default
@@ -24,8 +24,8 @@ def _float(environ: Mapping[str, str], key: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{key}={raw!r} is not a number; set it to e.g. {default}") from None
-    if value <= 0:
-        raise SettingsError(f"{key}={raw!r} must be > 0")
+    if value < 0 or (value == 0 and not zero_ok) or value != value:
+        raise SettingsError(f"{key}={raw!r} must be {'>=' if zero_ok else '>'} 0")
     return value
 
 
@@ -88,3 +88,81 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+
+def _bool(environ: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = (environ.get(key) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{key}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    """How the model service runs (all `PROTO2PROD_*`; `proto2prod serve` sets them)."""
+
+    model: str
+    """`PROTO2PROD_MODEL`: the reference to serve, e.g. `digits@production` or `digits/3`."""
+    definition: str | None = None
+    """`PROTO2PROD_DEFINITION`: the installed definition to run (FILE.py[:Class] or
+    module:Class); by default the entry point recorded when the version was published."""
+    poll_s: float = 10.0
+    """`PROTO2PROD_POLL_S`: how often the alias is re-resolved."""
+    poll_max_s: float = 60.0
+    """`PROTO2PROD_POLL_MAX_S`: the longest back-off while the registry is unreachable."""
+    admin_token: str | None = None
+    """`PROTO2PROD_ADMIN_TOKEN`: bearer token for /admin/reload (disabled when unset)."""
+    max_body_mb: float = 16.0
+    """`PROTO2PROD_MAX_BODY_MB`: larger request bodies get 413 before they are read whole."""
+    max_batch_size: int = 32
+    """`PROTO2PROD_MAX_BATCH_SIZE`: most items in one forward pass."""
+    batch_wait_ms: float = 1.0
+    """`PROTO2PROD_BATCH_WAIT_MS`: how long a batch that is not full waits for company."""
+    max_queue: int = 1024
+    """`PROTO2PROD_MAX_QUEUE`: items waiting for the model past which requests get 503."""
+    max_concurrency: int = 512
+    """`PROTO2PROD_MAX_CONCURRENCY`: requests in the server at once (BentoML's traffic limit)."""
+    timeout_s: float = 30.0
+    """`PROTO2PROD_TIMEOUT_S`: a request waiting longer for the model gets 504."""
+    device: str | None = None
+    """`PROTO2PROD_DEVICE`: cpu, cuda, cuda:1...; by default CUDA when available."""
+    require_gpu: bool = False
+    """`PROTO2PROD_REQUIRE_GPU`: fail at start-up instead of falling back to the CPU."""
+    half: bool = False
+    """`PROTO2PROD_HALF`: float16 on CUDA."""
+    torch_threads: int = 0
+    """`PROTO2PROD_TORCH_THREADS`: torch intra-op threads (0: torch's default)."""
+    access_log: bool = False
+    """`PROTO2PROD_ACCESS_LOG`: BentoML's per-request access log (costs CPU per request)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if environ is None else environ
+        model = env.get("PROTO2PROD_MODEL", "").strip()
+        if not model:
+            raise SettingsError(
+                "PROTO2PROD_MODEL is not set; run: proto2prod serve NAME@ALIAS "
+                "(or set PROTO2PROD_MODEL=digits@production)"
+            )
+        return cls(
+            model=model,
+            definition=env.get("PROTO2PROD_DEFINITION") or None,
+            poll_s=_float(env, "PROTO2PROD_POLL_S", 10.0),
+            poll_max_s=_float(env, "PROTO2PROD_POLL_MAX_S", 60.0),
+            admin_token=env.get("PROTO2PROD_ADMIN_TOKEN") or None,
+            max_body_mb=_float(env, "PROTO2PROD_MAX_BODY_MB", 16.0),
+            max_batch_size=max(1, _int(env, "PROTO2PROD_MAX_BATCH_SIZE", 32)),
+            batch_wait_ms=_float(env, "PROTO2PROD_BATCH_WAIT_MS", 1.0, zero_ok=True),
+            max_queue=max(1, _int(env, "PROTO2PROD_MAX_QUEUE", 1024)),
+            max_concurrency=max(1, _int(env, "PROTO2PROD_MAX_CONCURRENCY", 512)),
+            timeout_s=_float(env, "PROTO2PROD_TIMEOUT_S", 30.0),
+            device=env.get("PROTO2PROD_DEVICE") or None,
+            require_gpu=_bool(env, "PROTO2PROD_REQUIRE_GPU", False),
+            half=_bool(env, "PROTO2PROD_HALF", False),
+            torch_threads=_int(env, "PROTO2PROD_TORCH_THREADS", 0),
+            access_log=_bool(env, "PROTO2PROD_ACCESS_LOG", False),
+        )

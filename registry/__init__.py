@@ -3,7 +3,7 @@
 Imports only the contract (`proto2prod`); MLflow is imported on first use.
 """
 
-from registry.cache import LocalVersion, fetch, verify
+from registry.cache import LocalVersion, cached, fetch, remember_alias, verify
 from registry.client import Registry, VersionInfo
 from registry.publish import Published, publish
 from registry.reference import ModelRef, check_alias
@@ -14,8 +14,10 @@ __all__ = [
     "Published",
     "Registry",
     "VersionInfo",
+    "cached",
     "check_alias",
     "fetch",
     "publish",
+    "remember_alias",
     "verify",
 ]

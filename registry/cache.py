@@ -56,6 +56,36 @@ def fetch(registry: Registry, ref: ModelRef | str | VersionInfo) -> LocalVersion
     return LocalVersion(path=target, info=info)
 
 
+def remember_alias(registry: Registry, local: LocalVersion, alias: str) -> None:
+    """Record that `alias` resolved to this cached version (for start-ups without registry)."""
+    marker = local.path.parent / f"@{alias}"
+    tmp = marker.with_name(f".{marker.name}.tmp")
+    tmp.write_text(local.info.version)
+    tmp.replace(marker)
+
+
+def cached(registry: Registry, ref: ModelRef | str) -> LocalVersion | None:
+    """The cached version `ref` last resolved to, verified, or None if there is none.
+
+    For start-ups while the registry is unreachable: an alias gives the version it pointed
+    at when last fetched, a bare name the newest cached version.
+    """
+    ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+    folder = cache_root(registry) / ref.name
+    version = ref.version
+    if ref.alias:
+        marker = folder / f"@{ref.alias}"
+        version = marker.read_text().strip() if marker.is_file() else None
+    elif version is None and folder.is_dir():
+        numbers = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+        version = str(max(numbers)) if numbers else None
+    if version is None or not (folder / version / "version.json").is_file():
+        return None
+    info = VersionInfo(**json.loads((folder / version / "version.json").read_text()))
+    verify(folder / version / WEIGHTS, info.sha256.get(WEIGHTS, ""), what=f"{ref.name}/{version}")
+    return LocalVersion(path=folder / version, info=info)
+
+
 def verify(path: Path, expected: str, *, what: str) -> None:
     if not path.is_file():
         raise IntegrityError(f"{what}: {path} is missing; delete {path.parent} to fetch it again")
@@ -105,4 +135,5 @@ def _describe(info: VersionInfo) -> dict[str, Any]:
         "tags": info.tags,
         "metrics": info.metrics,
         "created_ms": info.created_ms,
+        "resolved_from": info.resolved_from,
     }

@@ -109,11 +109,11 @@ def test_console_script_train_in_a_subprocess(tmp_path: Path) -> None:
     env = {**os.environ, "PROTO2PROD_HOME": str(tmp_path / "home")}
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(
-        [str(BIN / "proto2prod"), "train", str(EXAMPLES / "tabular.py"), "--quick", "-a", "production"],
+        [str(BIN / "proto2prod"), "train", str(EXAMPLES / "tabular.py"), "--quick", "-a", "prod"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "registered wine version 1 with alias @production" in done.stdout
+    assert "registered wine version 1 with alias @prod" in done.stdout
     assert (tmp_path / "home" / "mlflow.db").is_file()
     bad = subprocess.run(
         [str(BIN / "proto2prod"), "promote", "wine", "5"],

@@ -80,7 +80,7 @@ def test_pyfunc_by_alias_gives_the_predictor_outputs(
     assert meta["schema"]["inputs"] == digits.model.inputs.json_schema()
     info = registry.resolve(f"digits/{published.version}")
     assert set(info.sha256) == {"weights.safetensors", "definition.py", "entry.py"}
-    assert info.tags["proto2prod.entry"].endswith("digits.py:Digits")
+    assert info.tags["proto2prod.entry"] == "examples.digits:Digits"
 
 
 def test_no_pickle_among_the_artifacts(

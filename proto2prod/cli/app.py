@@ -120,5 +120,46 @@ def rollback(
     console.print(f"{name}@{alias} -> version {previous} (rolled back from {current})")
 
 
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="What to serve: NAME@ALIAS, NAME/VERSION or NAME.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    definition: Annotated[
+        str | None,
+        typer.Option(
+            help="The installed model definition to run (FILE.py[:Class] or module:Class); "
+            "default: the entry point recorded when the version was published.",
+            envvar="PROTO2PROD_DEFINITION",
+        ),
+    ] = None,
+    poll_s: Annotated[
+        float | None, typer.Option(help="Seconds between alias checks.", envvar="PROTO2PROD_POLL_S")
+    ] = None,
+) -> None:
+    """Serve a registered model over HTTP with BentoML; follows its alias live."""
+    import importlib.util
+    import os
+    import sys
+
+    with user_errors():
+        from proto2prod.errors import MissingExtra
+        from registry.reference import ModelRef
+
+        ModelRef.parse(model)
+        if importlib.util.find_spec("bentoml") is None:
+            raise MissingExtra("bentoml", "serve")
+        env = {**os.environ, "PROTO2PROD_MODEL": model}
+        if definition:
+            env["PROTO2PROD_DEFINITION"] = definition
+        if poll_s is not None:
+            env["PROTO2PROD_POLL_S"] = str(poll_s)
+    args = [sys.executable, "-m", "bentoml", "serve", "service.app:ModelService"]
+    args += ["--host", host, "--port", str(port)]
+    console.print(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    sys.stdout.flush()
+    os.execvpe(args[0], args, env)  # BentoML gets our signals (Ctrl-C, SIGTERM) directly
+
+
 def main() -> None:
     app()

@@ -1,0 +1,207 @@
+"""The proto2prod model service: `bentoml serve service.app:ModelService`.
+
+Everything comes from the environment, read once by `Settings` and `ServiceSettings`
+(`proto2prod serve NAME@ALIAS` sets it). The request and response models are generated
+from the model's fields, so `/docs` shows the real schema.
+
+Routes: `POST /predict` (`{"inputs": [item, ...]}` -> `{"outputs": [...], "model",
+"version"}` plus an `X-Model-Version` header), `GET /metadata`, `POST /admin/reload`
+(bearer token), and BentoML's `/livez`, `/readyz`, `/metrics`, `/docs`.
+
+No `from __future__ import annotations` here: BentoML reads the real types of `predict`.
+"""
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import BaseModel, WithJsonSchema
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from proto2prod.errors import InvalidInput, RegistryUnavailable
+from proto2prod.settings import ServiceSettings, Settings
+from registry import ModelRef, Registry
+from service.batcher import MicroBatcher, Overloaded
+from service.http import BodyLimit, error_response
+from service.runtime import ModelRuntime, find_definition
+
+log = logging.getLogger("proto2prod.service")
+if not logging.getLogger("proto2prod").handlers:  # BentoML configures only its own loggers
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] [%(name)s] %(message)s"))
+    logging.getLogger("proto2prod").addHandler(_handler)
+    logging.getLogger("proto2prod").setLevel(logging.INFO)
+
+SETTINGS = Settings.from_env()
+CONFIG = ServiceSettings.from_env()
+REGISTRY = Registry(SETTINGS)
+DEFINITION = find_definition(CONFIG, REGISTRY, ModelRef.parse(CONFIG.model))
+MODEL = DEFINITION.model
+
+Item = Annotated[Any, WithJsonSchema(MODEL.inputs.json_schema())]
+Output = Annotated[Any, WithJsonSchema(MODEL.outputs.json_schema())]
+
+
+class PredictResponse(BaseModel):
+    outputs: list[Output]
+    model: str
+    version: str
+
+
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="proto2prod_batch_size",
+    documentation="Items per forward pass",
+    labelnames=["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+REQUESTS = bentoml.metrics.Counter(
+    name="proto2prod_requests",
+    documentation="Prediction requests by model version and HTTP status",
+    labelnames=["model", "version", "status"],
+)
+
+_service: "ModelService | None" = None  # the instance, for the plain Starlette routes
+
+
+async def metadata(_: Request) -> JSONResponse:
+    if _service is None:
+        return error_response(503, "NotReady", "the service is starting")
+    return JSONResponse(_service.runtime.metadata())
+
+
+async def admin_reload(request: Request) -> JSONResponse:
+    token = CONFIG.admin_token
+    if token is None:
+        return error_response(
+            403, "AdminDisabled", "set PROTO2PROD_ADMIN_TOKEN to enable /admin/reload"
+        )
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return error_response(401, "Unauthorized", "send Authorization: Bearer <admin token>")
+    if _service is None:
+        return error_response(503, "NotReady", "the service is starting")
+    try:
+        result = await asyncio.to_thread(_service.runtime.check)
+    except RegistryUnavailable as exc:
+        return error_response(503, "RegistryUnavailable", str(exc), retry_after=5)
+    return JSONResponse(result)
+
+
+routes = Starlette(
+    routes=[
+        Route("/metadata", metadata, methods=["GET"]),
+        Route("/admin/reload", admin_reload, methods=["POST"]),
+    ]
+)
+
+
+@bentoml.asgi_app(routes, path="/")
+@bentoml.service(
+    name="proto2prod",
+    traffic={"timeout": CONFIG.timeout_s + 5, "max_concurrency": CONFIG.max_concurrency},
+    resources={"gpu": 1} if CONFIG.require_gpu or (CONFIG.device or "").startswith("cuda") else {},
+    logging={"access": {"enabled": CONFIG.access_log}},
+    # The OpenTelemetry middleware makes a span per request even at sample rate 0.
+    tracing={"sample_rate": 0.0, "excluded_urls": ["/predict", "/metadata", "/livez", "/readyz"]},
+)
+class ModelService:
+    """Serves one model reference from the registry; follows its alias live."""
+
+    def __init__(self) -> None:
+        global _service
+        self.runtime = ModelRuntime(SETTINGS, CONFIG, DEFINITION, REGISTRY)
+        self.batcher: MicroBatcher[Any] = MicroBatcher(
+            lambda predictor, tensors: predictor.run(tensors),
+            max_batch_size=CONFIG.max_batch_size,
+            wait_ms=CONFIG.batch_wait_ms,
+            max_queue=CONFIG.max_queue,
+            on_batch=self._record_batch,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        _service = self
+
+    def _record_batch(self, predictor: Any, size: int) -> None:
+        current = self.runtime.current
+        version = current.version if current and current.predictor is predictor else "old"
+        BATCH_SIZE.labels(model=MODEL.name, version=version).observe(size)
+
+    @bentoml.on_startup
+    async def start_polling(self) -> None:
+        self._tasks.append(asyncio.create_task(self._poll(), name="proto2prod-poller"))
+
+    async def _poll(self) -> None:
+        await asyncio.to_thread(self.runtime.start)
+        failures = 0
+        while True:
+            await asyncio.sleep(self.runtime.next_poll_in(failures))
+            try:
+                await asyncio.to_thread(self.runtime.check)
+                failures = 0
+            except RegistryUnavailable as exc:
+                failures += 1
+                log.warning("registry check failed (%d in a row): %s", failures, exc)
+            except Exception:  # keep polling whatever happens; the error is in the log
+                failures += 1
+                log.exception("registry check failed")
+
+    @bentoml.on_shutdown
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.batcher.close()
+
+    async def __is_ready__(self) -> bool:
+        return self.runtime.ready
+
+    @bentoml.api(route="/predict")
+    async def predict(self, inputs: list[Item]) -> PredictResponse:
+        """Predict a list of inputs; outputs come back in the same order."""
+        loaded = self.runtime.current  # this request stays on this version
+        if loaded is None:
+            return self._count(error_response(
+                503, "NotReady", self.runtime.not_ready_reason or "no model loaded yet",
+                retry_after=5,
+            ), "none")  # fmt: skip
+        if not inputs:
+            return self._count(error_response(
+                422, "InvalidInput", "inputs: the list is empty; expected at least one item",
+                field="inputs", index=None,
+            ), loaded.version)  # fmt: skip
+        try:
+            tensors = [loaded.predictor.prepare(item, i) for i, item in enumerate(inputs)]
+        except InvalidInput as exc:
+            return self._count(JSONResponse(exc.to_json(), 422), loaded.version)
+        try:
+            outputs = await asyncio.wait_for(
+                self.batcher.submit(loaded.predictor, tensors), CONFIG.timeout_s
+            )
+        except Overloaded as exc:
+            return self._count(
+                error_response(503, "Overloaded", str(exc), retry_after=1), loaded.version
+            )
+        except TimeoutError:
+            return self._count(error_response(
+                504, "Timeout", f"the model did not answer within {CONFIG.timeout_s} s "
+                "(PROTO2PROD_TIMEOUT_S)",
+            ), loaded.version)  # fmt: skip
+        body = {"outputs": outputs, "model": MODEL.name, "version": loaded.version}
+        return self._count(
+            JSONResponse(body, headers={"X-Model-Version": loaded.version}), loaded.version
+        )
+
+    @staticmethod
+    def _count(response: JSONResponse, version: str) -> Any:
+        with contextlib.suppress(Exception):  # metrics must never fail a request
+            REQUESTS.labels(model=MODEL.name, version=version, status=response.status_code).inc()
+        return response
+
+
+ModelService.add_asgi_middleware(
+    BodyLimit, max_bytes=int(CONFIG.max_body_mb * 1024 * 1024), json_paths=("/predict",)
+)

@@ -1,0 +1,125 @@
+"""An asyncio micro-batcher: concurrent requests share one forward pass.
+
+Why our own and not BentoML's `batchable=True`: requests are validated and preprocessed
+one by one *before* they join a batch, so one bad item fails its own request only; a
+batch never mixes two model versions, so a request finishes on the version it started
+with while a swap happens; and BentoML's dispatcher costs more per request than this loop
+(DESIGN.md, Targets). The batch size adapts to load: whatever is queued when the model
+becomes free goes in (up to `max_batch_size`); a batch that is not full waits at most
+`wait_ms` for company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K")  # what a batch must share (the predictor of one model version)
+
+
+class Overloaded(Exception):
+    """More items are waiting than the queue bound allows: answer 503 and retry later."""
+
+
+@dataclass
+class _Entry(Generic[K]):
+    key: K
+    items: Sequence[Any]
+    future: asyncio.Future[list[Any]] = field(repr=False)
+
+
+class MicroBatcher(Generic[K]):
+    """Groups `submit` calls sharing a key into calls of `run(key, items)` on one thread."""
+
+    def __init__(
+        self,
+        run: Callable[[K, list[Any]], list[Any]],
+        *,
+        max_batch_size: int = 32,
+        wait_ms: float = 1.0,
+        max_queue: int = 1024,
+        on_batch: Callable[[K, int], None] | None = None,
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.wait_s = wait_ms / 1000
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._pending: collections.deque[_Entry[K]] = collections.deque()
+        self._queued_items = 0
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        # One thread: the forward pass uses torch's own intra-op threads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+
+    @property
+    def queued(self) -> int:
+        return self._queued_items
+
+    async def submit(self, key: K, items: Sequence[Any]) -> list[Any]:
+        """Results for `items`, computed in a batch with other requests for the same key."""
+        if self._queued_items + len(items) > self.max_queue:
+            raise Overloaded(f"{self._queued_items} items are already waiting for the model")
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done():
+            self._wake = asyncio.Event()
+            self._worker = loop.create_task(self._loop(), name="proto2prod-batcher")
+        entry = _Entry(key, items, loop.create_future())
+        self._pending.append(entry)
+        self._queued_items += len(items)
+        assert self._wake is not None
+        self._wake.set()
+        return await entry.future
+
+    def _take(self) -> tuple[K, list[_Entry[K]]]:
+        """The first entry's key, and as many entries with that key as fit one batch."""
+        first = self._pending.popleft()
+        taken, size, keep = [first], len(first.items), collections.deque[_Entry[K]]()
+        while self._pending:
+            entry = self._pending.popleft()
+            if entry.key is first.key and size + len(entry.items) <= self.max_batch_size:
+                taken.append(entry)
+                size += len(entry.items)
+            else:
+                keep.append(entry)
+        self._pending.extendleft(reversed(keep))
+        self._queued_items -= size
+        return first.key, taken
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            if self.wait_s and self._queued_items < self.max_batch_size:
+                await asyncio.sleep(self.wait_s)
+            key, entries = self._take()
+            entries = [e for e in entries if not e.future.done()]  # cancelled: skip
+            if not entries:
+                continue
+            items = [item for e in entries for item in e.items]
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, key, items)
+            except Exception as exc:  # the forward pass failed: every request in it fails
+                for e in entries:
+                    if not e.future.done():
+                        e.future.set_exception(exc)
+                continue
+            if self._on_batch is not None:
+                self._on_batch(key, len(items))
+            start = 0
+            for e in entries:
+                if not e.future.done():
+                    e.future.set_result(results[start : start + len(e.items)])
+                start += len(e.items)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

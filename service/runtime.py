@@ -1,0 +1,273 @@
+"""The model a service holds: loading by reference, checking the alias, swapping live.
+
+No BentoML here, so the logic is testable in-process; `service.app` wires it to HTTP.
+
+Trust boundary: the service runs the definition installed with it; from the registry it
+takes only weights (safetensors, sha256-verified) and metadata. A version whose fields
+differ from the installed definition, or whose weights do not fit its network, is refused
+while the current version keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from proto2prod.definition import Definition, load_definition
+from proto2prod.errors import (
+    IncompatibleVersion,
+    ModelNotFound,
+    Proto2ProdError,
+    RegistryUnavailable,
+)
+from proto2prod.settings import ServiceSettings, Settings
+from registry import LocalVersion, ModelRef, Registry, VersionInfo, cached, fetch, remember_alias
+
+log = logging.getLogger("proto2prod.service")
+
+# The service never deserialises pickle from the registry (MLflow honours this too).
+os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One version, loaded and warmed up. Requests hold on to the one they started with."""
+
+    predictor: Any  # proto2prod.predictor.Predictor (imported lazily: it needs torch)
+    info: VersionInfo
+    loaded_at: float
+    from_cache: bool
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+
+def find_definition(settings: ServiceSettings, registry: Registry, ref: ModelRef) -> Definition:
+    """The installed definition to run: `PROTO2PROD_DEFINITION`, else the recorded entry."""
+    entry = settings.definition
+    if entry is None:
+        try:
+            info: VersionInfo | None = registry.resolve(ref)
+        except RegistryUnavailable:
+            local = cached(registry, ref)
+            info = local.info if local else None
+        entry = info.tags.get("proto2prod.entry") if info else None
+        if not entry:
+            raise IncompatibleVersion(
+                f"cannot tell which model definition serves {ref}: the registry is unreachable "
+                f"and nothing is cached, or the version records no entry point; pass "
+                f"--definition FILE.py (PROTO2PROD_DEFINITION)"
+            )
+    definition = load_definition(entry)
+    if definition.model.name != ref.name:
+        raise IncompatibleVersion(
+            f"the definition {definition.entry} is model '{definition.model.name}', "
+            f"not '{ref.name}'; pass the definition of '{ref.name}'"
+        )
+    return definition
+
+
+class ModelRuntime:
+    """Holds the current version of one model reference and swaps it when the alias moves."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ServiceSettings,
+        definition: Definition,
+        registry: Registry | None = None,
+    ) -> None:
+        self.config = config
+        self.definition = definition
+        self.registry = registry or Registry(settings)
+        self.ref = ModelRef.parse(config.model)
+        self.current: Loaded | None = None
+        self.device = self._pick_device()
+        self.last_check: float | None = None
+        self.last_good_sync: float | None = None
+        self.registry_reachable: bool | None = None
+        self.last_error: str | None = None
+        self.last_swap_error: str | None = None
+        self.alias_changed_at: float | None = None
+        self.not_ready_reason: str | None = "loading"
+        self.swaps = 0
+        self._lock = threading.Lock()
+
+    def _pick_device(self) -> Any:
+        import torch
+
+        from proto2prod.predictor import pick_device
+
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        cuda = torch.cuda.is_available()
+        if self.config.require_gpu and not cuda:
+            raise RuntimeError(
+                "PROTO2PROD_REQUIRE_GPU=1 but torch sees no CUDA device; install a CUDA build "
+                "of torch on a GPU machine, or unset PROTO2PROD_REQUIRE_GPU to run on the CPU"
+            )
+        wanted = self.config.device
+        if wanted and wanted.startswith("cuda") and not cuda:
+            log.warning("PROTO2PROD_DEVICE=%s but CUDA is not available: using the CPU", wanted)
+            wanted = "cpu"
+        return pick_device(wanted)
+
+    # -- loading --------------------------------------------------------------------------
+    def _load(self, local: LocalVersion, *, from_cache: bool) -> Loaded:
+        """Verify fields, load weights, warm up: everything that can fail, before a swap."""
+        from proto2prod.predictor import Predictor
+
+        info, model = local.info, self.definition.model
+        recorded = info.spec
+        if recorded and recorded != model.spec():
+            raise IncompatibleVersion(
+                f"{info.name}/{info.version} was published with fields {recorded}, the "
+                f"installed definition {self.definition.entry} has {model.spec()}"
+            )
+        predictor = Predictor(model, local.weights, self.device, half=self.config.half)
+        predictor.warm_up()
+        return Loaded(predictor=predictor, info=info, loaded_at=_now(), from_cache=from_cache)
+
+    def start(self) -> None:
+        """First load: from the registry, else the cached version of the reference."""
+        try:
+            self.check()
+        except RegistryUnavailable:
+            pass  # recorded by check(); fall back to the cache below
+        if self.current is not None:
+            return
+        if self.registry_reachable is False:
+            try:
+                local = cached(self.registry, self.ref)
+            except Proto2ProdError as exc:
+                local, self.last_error = None, str(exc)
+            if local is None:
+                self.not_ready_reason = (
+                    f"registry unreachable at {self.registry.uri} and no cached version of "
+                    f"{self.ref}: not ready until the registry answers"
+                )
+                log.error(self.not_ready_reason)
+                return
+            self._swap(self._load(local, from_cache=True))
+            log.warning(
+                "registry unreachable: serving cached %s/%s for %s",
+                local.info.name,
+                local.info.version,
+                self.ref,
+            )
+
+    def check(self) -> dict[str, Any]:
+        """Re-resolve the reference; load and swap in a new version if it moved."""
+        with self._lock:
+            self.last_check = _now()
+            try:
+                info = self.registry.resolve(self.ref)
+            except RegistryUnavailable as exc:
+                self.registry_reachable = False
+                self.last_error = str(exc)
+                raise
+            except ModelNotFound as exc:
+                self.registry_reachable = True
+                self.last_error = str(exc)
+                if self.current is None:
+                    self.not_ready_reason = str(exc)
+                    log.error("%s", exc)
+                return self._check_result(swapped=False)
+            self.registry_reachable = True
+            self.last_good_sync = self.last_check
+            self.last_error = None
+            if self.current is not None and info.version == self.current.version:
+                return self._check_result(swapped=False)
+            try:
+                local = fetch(self.registry, info)
+                loaded = self._load(local, from_cache=False)
+            except Proto2ProdError as exc:
+                self.last_swap_error = f"{info.name}/{info.version}: {exc}"
+                log.error("refused %s/%s: %s", info.name, info.version, exc)
+                if self.current is None:
+                    self.not_ready_reason = self.last_swap_error
+                return self._check_result(swapped=False)
+            if self.ref.alias:
+                remember_alias(self.registry, local, self.ref.alias)
+            self._swap(loaded)
+            return self._check_result(swapped=True)
+
+    def _swap(self, loaded: Loaded) -> None:
+        before = self.current.version if self.current else None
+        self.current = loaded  # one reference assignment: requests see old or new, whole
+        self.not_ready_reason = None
+        self.last_swap_error = None
+        if before is not None:
+            self.alias_changed_at = loaded.loaded_at
+            self.swaps += 1
+        log.info(
+            "serving %s/%s for %s (was %s) on %s",
+            loaded.info.name,
+            loaded.version,
+            self.ref,
+            before,
+            self.device,
+        )
+
+    def _check_result(self, *, swapped: bool) -> dict[str, Any]:
+        return {
+            "swapped": swapped,
+            "version": self.current.version if self.current else None,
+            "registry_reachable": self.registry_reachable,
+            "error": self.last_swap_error or self.last_error,
+        }
+
+    def next_poll_in(self, failures: int) -> float:
+        """Poll interval, doubled per consecutive failure up to `poll_max_s`."""
+        return min(
+            self.config.poll_s * (2**failures), max(self.config.poll_max_s, self.config.poll_s)
+        )
+
+    # -- reporting ------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    def metadata(self) -> dict[str, Any]:
+        cur = self.current
+        return {
+            "name": self.ref.name,
+            "reference": str(self.ref),
+            "alias": self.ref.alias,
+            "version": cur.version if cur else None,
+            "run_id": cur.info.run_id if cur else None,
+            "device": str(self.device),
+            "dtype": str(cur.predictor.dtype).removeprefix("torch.") if cur else None,
+            "definition": self.definition.entry,
+            "loaded_at": _iso(cur.loaded_at) if cur else None,
+            "served_from_cache": cur.from_cache if cur else None,
+            "last_registry_check": _iso(self.last_check),
+            "last_good_sync": _iso(self.last_good_sync),
+            "registry_reachable": self.registry_reachable,
+            "registry_status": {True: "reachable", False: "registry unreachable", None: "unknown"}[
+                self.registry_reachable
+            ],
+            "registry_error": self.last_error,
+            "last_swap_error": self.last_swap_error,
+            "alias_changed_at": _iso(self.alias_changed_at),
+            "swaps": self.swaps,
+            "ready": self.ready,
+            "not_ready_reason": None if self.ready else self.not_ready_reason,
+            "inputs": self.definition.model.inputs.json_schema(),
+            "outputs": self.definition.model.outputs.json_schema(),
+        }
