@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(P2P) train examples/digits.py --alias production
-	$(P2P) versions digits
+	$(P2P) demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from proto2prod.cli.demo import demo
 from proto2prod.cli.output import BarProgress, console, user_errors
 
 app = typer.Typer(
@@ -22,6 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+app.command()(demo)
 
 AliasOption = Annotated[
     str, typer.Option("--alias", "-a", help="Alias to move (e.g. production, staging).")
@@ -38,7 +41,8 @@ def _registry():  # type: ignore[no-untyped-def]
 @app.command()
 def train(
     model_file: Annotated[
-        Path, typer.Argument(help="A model definition: FILE.py or FILE.py:ClassName.")
+        str,
+        typer.Argument(help="A model definition: FILE.py, FILE.py:Class or module:Class."),
     ],
     alias: Annotated[
         str | None, typer.Option("--alias", "-a", help="Point this alias at the new version.")
@@ -59,7 +63,7 @@ def train(
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in trained.metrics.items())
         console.print(f"trained [bold]{definition.model.name}[/]: {metrics}")
         published = publish(
-            registry, definition, trained, alias=alias, source_path=Path(str(model_file))
+            registry, definition, trained, alias=alias, source_path=Path(model_file.split(":")[0])
         )
     tail = f" with alias [bold]@{alias}[/]" if alias else ""
     console.print(

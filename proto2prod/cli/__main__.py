@@ -1,0 +1,3 @@
+from proto2prod.cli.app import main
+
+main()

@@ -1,0 +1,324 @@
+"""The BentoML service as a real `bentoml serve` process, fed by a real registry."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from proto2prod import Definition, Settings, Trained, fields
+from proto2prod.predictor import Predictor
+from registry import Registry, fetch, publish
+from tests.compare import assert_same_outputs
+from tests.service_process import ADMIN_TOKEN, running_service
+
+pytestmark = pytest.mark.server
+POLL_S = 1.0
+
+
+class Digits:
+    """The service under test and what the test knows about its registry."""
+
+    def __init__(self, url: str, registry: Registry, definition: Definition) -> None:
+        self.url = url
+        self.registry = registry
+        self.definition = definition
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def predict(self, items: list[object]) -> httpx.Response:
+        return self.http.post("/predict", json={"inputs": items})
+
+    def metadata(self) -> dict[str, object]:
+        return self.http.get("/metadata").json()
+
+    def wait_for_version(self, version: str, timeout: float) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.metadata()["version"] == version:
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise AssertionError(f"version {version} not served after {timeout}s: {self.metadata()}")
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, digits: Definition, digits_trained: Trained
+) -> Iterator[Digits]:
+    root = tmp_path_factory.mktemp("service")
+    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(root / "home")}))
+    publish(registry, digits, digits_trained, alias="production")
+    with running_service(
+        root / "home", "digits@production", root / "service.log", PROTO2PROD_MAX_BODY_MB="1"
+    ) as url:
+        yield Digits(url, registry, digits)
+
+
+def held_out_pngs() -> tuple[list[str], np.ndarray]:
+    from examples.digits import load_split
+
+    _, x_test, _, y_test = load_split()
+    return [fields.Image.to_png_base64(x) for x in x_test], y_test
+
+
+def test_held_out_accuracy_and_parity_with_the_predictor(
+    service: Digits, digits_trained: Trained
+) -> None:
+    items, labels = held_out_pngs()
+    outputs: list[dict[str, object]] = []
+    for start in range(0, len(items), 60):
+        response = service.predict(items[start : start + 60])
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert response.headers["X-Model-Version"] == body["version"]
+        assert body["model"] == "digits"
+        outputs += body["outputs"]
+    accuracy = np.mean([o["label"] == str(y) for o, y in zip(outputs, labels, strict=True)])
+    assert accuracy >= 0.95
+    local = Predictor(service.definition.model, digits_trained.weights, "cpu")
+    assert_same_outputs(outputs, local.predict_batch(items))
+
+
+def test_metadata_and_health_routes(service: Digits) -> None:
+    meta = service.metadata()
+    assert meta["name"] == "digits" and meta["alias"] == "production"
+    assert meta["device"] == "cpu" and meta["registry_reachable"] is True
+    assert meta["definition"] == "examples.digits:Digits"
+    for key in ("version", "run_id", "loaded_at", "last_registry_check"):
+        assert meta[key], key
+    assert service.http.get("/livez").status_code == 200
+    assert service.http.get("/readyz").status_code == 200
+    spec = service.http.get("/docs.json").json()
+    assert "oneOf" in str(spec)  # the Image field's schema, generated from the definition
+
+
+def test_32_concurrent_clients_are_batched(service: Digits) -> None:
+    items, _ = held_out_pngs()
+
+    def call(i: int) -> int:
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            codes = [
+                client.post(
+                    "/predict", json={"inputs": [items[(i * 5 + k) % len(items)]]}
+                ).status_code
+                for k in range(5)
+            ]
+        return max(codes)
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        assert set(pool.map(call, range(32))) == {200}
+    metrics = service.http.get("/metrics").text
+    total = sum(
+        float(v) for v in re.findall(r"^proto2prod_batch_size_sum\{.*\} (\S+)$", metrics, re.M)
+    )
+    count = sum(
+        float(v) for v in re.findall(r"^proto2prod_batch_size_count\{.*\} (\S+)$", metrics, re.M)
+    )
+    assert count > 0 and total / count > 1, (total, count)
+    assert 'version="' in metrics
+
+
+def test_bad_inputs_get_4xx_naming_index_and_field(service: Digits) -> None:
+    good = service.definition.model.examples()[0]
+    r = service.http.post(
+        "/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    r = service.http.post("/predict", json={"items": [good]})
+    assert r.status_code == 400 and "inputs" in r.text
+    r = service.predict([good, "not an image"])
+    assert r.status_code == 422
+    assert r.json()["index"] == 1 and r.json()["field"] == "image"
+    assert "base64 PNG/JPEG" in r.json()["expected"]
+    r = service.predict([good, good, [[[1, 2]]]])
+    assert r.status_code == 422 and r.json()["index"] == 2 and "shape" in r.json()["problem"]
+    r = service.predict([])
+    assert r.status_code == 422 and "empty" in r.json()["message"]
+    r = service.predict([base64.b64encode(b"GIF89a").decode()])
+    assert r.status_code == 422 and "not a PNG or JPEG" in r.json()["problem"]
+    assert "not an image" not in service.predict(["not an image"]).text  # input never echoed
+
+
+def test_body_limits_and_content_types(service: Digits) -> None:
+    big = b'{"inputs": ["' + b"A" * (2 * 1024 * 1024) + b'"]}'
+    r = service.http.post("/predict", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "PROTO2PROD_MAX_BODY_MB" in r.json()["message"]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"inputs": ["'
+        for _ in range(40):
+            yield b"A" * 65536
+        yield b'"]}'
+
+    r = service.http.post(
+        "/predict", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    r = service.http.post(
+        "/predict",
+        content=b"\x80\x04N.",
+        headers={"content-type": "application/vnd.bentoml+pickle"},
+    )
+    assert r.status_code == 415
+    assert service.predict(service.definition.model.examples()[:1]).status_code == 200
+
+
+def test_one_bad_request_does_not_fail_the_batch_it_joins(service: Digits) -> None:
+    items, labels = held_out_pngs()
+    barrier = threading.Barrier(17)
+
+    def send(i: int) -> httpx.Response:
+        payload = ["garbage"] if i == 16 else [items[i]]
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            barrier.wait()
+            return client.post("/predict", json={"inputs": payload})
+
+    with concurrent.futures.ThreadPoolExecutor(17) as pool:
+        responses = list(pool.map(send, range(17)))
+    assert responses[16].status_code == 422
+    assert [r.status_code for r in responses[:16]] == [200] * 16
+    hits = [r.json()["outputs"][0]["label"] == str(labels[i]) for i, r in enumerate(responses[:16])]
+    assert sum(hits) >= 14
+
+
+def test_admin_reload_needs_the_token(service: Digits) -> None:
+    assert service.http.post("/admin/reload").status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert service.http.post("/admin/reload", headers=wrong).status_code == 401
+    ok = service.http.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert ok.status_code == 200 and ok.json()["version"] == service.metadata()["version"]
+
+
+class Looper:
+    """8 clients predicting in a loop, recording (status, version) of every answer."""
+
+    def __init__(self, service: Digits, clients: int = 8) -> None:
+        self.service = service
+        self.stop = threading.Event()
+        self.seen: list[list[tuple[int, str]]] = [[] for _ in range(clients)]
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+        self.item = service.definition.model.examples()[0]
+
+    def _run(self, i: int) -> None:
+        with httpx.Client(base_url=self.service.url, timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.post("/predict", json={"inputs": [self.item]})
+                    self.seen[i].append((r.status_code, r.headers.get("X-Model-Version", "")))
+                except httpx.HTTPError as exc:
+                    self.seen[i].append((0, type(exc).__name__))
+
+    def __enter__(self) -> Looper:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+    def check(self, old: str, new: str) -> None:
+        answers = [a for client in self.seen for a in client]
+        assert answers and all(status == 200 for status, _ in answers), set(answers)
+        for client in self.seen:
+            versions = [v for _, v in client]
+            assert set(versions) <= {old, new}
+            if new in versions:  # no flapping back once a client saw the new version
+                assert old not in versions[versions.index(new) :]
+
+
+def test_promote_and_rollback_swap_live_without_failed_requests(
+    service: Digits, digits_quick: Trained
+) -> None:
+    old = str(service.metadata()["version"])
+    new = publish(service.registry, service.definition, digits_quick).version
+    with Looper(service) as looper:
+        time.sleep(1)
+        service.registry.promote("digits", new, "production")
+        took = service.wait_for_version(new, POLL_S + 5)
+        time.sleep(1)
+    looper.check(old, new)
+    assert took <= POLL_S + 5
+    assert service.metadata()["alias_changed_at"]
+
+    with Looper(service) as looper:
+        time.sleep(1)
+        assert service.registry.rollback("digits", "production") == (new, old)
+        service.wait_for_version(old, POLL_S + 5)
+        time.sleep(1)
+    looper.check(new, old)
+
+
+def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(
+    service: Digits, digits_quick: Trained
+) -> None:
+    serving = str(service.metadata()["version"])
+    bad = publish(service.registry, service.definition, digits_quick).version
+    local = fetch(service.registry, f"digits/{bad}")  # the service shares this cache
+    local.weights.write_bytes(local.weights.read_bytes()[:-1] + b"\x00")
+    service.registry.promote("digits", bad, "production")
+    deadline = time.monotonic() + POLL_S + 10
+    while time.monotonic() < deadline and not service.metadata()["last_swap_error"]:
+        time.sleep(0.2)
+    meta = service.metadata()
+    assert meta["version"] == serving
+    assert f"digits/{bad}" in str(meta["last_swap_error"]) and "sha256" in str(
+        meta["last_swap_error"]
+    )
+    assert service.predict(service.definition.model.examples()[:1]).status_code == 200
+    service.registry.promote("digits", serving, "production")
+
+
+def test_registry_down_keeps_serving_and_restart_serves_the_cache(
+    tmp_path: Path, digits: Definition, digits_quick: Trained
+) -> None:
+    from tests.conftest import BIN
+    from tests.processes import free_port, server, stop
+
+    port = free_port()
+    tracking = f"http://127.0.0.1:{port}"
+    args = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts-destination", str(tmp_path / "artifacts"),
+    ]  # fmt: skip
+    home = tmp_path / "home"
+    with server(args, f"{tracking}/health", tmp_path / "mlflow.log") as mlflow_proc:
+        registry = Registry(
+            Settings.from_env({"PROTO2PROD_HOME": str(home), "MLFLOW_TRACKING_URI": tracking})
+        )
+        version = publish(registry, digits, digits_quick, alias="production").version
+        with running_service(
+            home, "digits@production", tmp_path / "a.log", tracking_uri=tracking
+        ) as url:
+            client = httpx.Client(base_url=url, timeout=30)
+            item = digits.model.examples()[:1]
+            assert client.post("/predict", json={"inputs": item}).status_code == 200
+            stop(mlflow_proc)
+            deadline = time.monotonic() + 20
+            while client.get("/metadata").json()["registry_reachable"] is not False:
+                assert time.monotonic() < deadline, client.get("/metadata").json()
+                time.sleep(0.2)
+            meta = client.get("/metadata").json()
+            assert meta["registry_status"] == "registry unreachable" and meta["last_good_sync"]
+            assert client.get("/readyz").status_code == 200
+            for _ in range(5):
+                assert client.post("/predict", json={"inputs": item}).status_code == 200
+
+    # The registry is still down: a fresh service serves the cached version of the alias.
+    with running_service(
+        home, "digits@production", tmp_path / "b.log", tracking_uri=tracking
+    ) as url:
+        client = httpx.Client(base_url=url, timeout=30)
+        response = client.post("/predict", json={"inputs": item})
+        assert response.status_code == 200 and response.headers["X-Model-Version"] == version
+        meta = client.get("/metadata").json()
+        assert meta["served_from_cache"] is True and meta["registry_reachable"] is False
