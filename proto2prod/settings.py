@@ -139,6 +139,17 @@ class ServiceSettings:
     access_log: bool = False
     """`PROTO2PROD_ACCESS_LOG`: BentoML's per-request access log (costs CPU per request)."""
 
+    @property
+    def wants_gpu(self) -> bool:
+        """Declare a GPU to the scheduler: asked for, or the device is CUDA by default."""
+        if self.require_gpu or (self.device or "").startswith("cuda"):
+            return True
+        if self.device:
+            return False
+        import torch
+
+        return bool(torch.cuda.is_available())
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
         env = os.environ if environ is None else environ

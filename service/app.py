@@ -105,7 +105,8 @@ routes = Starlette(
 @bentoml.service(
     name="proto2prod",
     traffic={"timeout": CONFIG.timeout_s + 5, "max_concurrency": CONFIG.max_concurrency},
-    resources={"gpu": 1} if CONFIG.require_gpu or (CONFIG.device or "").startswith("cuda") else {},
+    # A scheduling hint for BentoCloud/Kubernetes; the runtime picks the device itself.
+    resources={"gpu": 1} if CONFIG.wants_gpu else {},
     logging={"access": {"enabled": CONFIG.access_log}},
     # The OpenTelemetry middleware makes a span per request even at sample rate 0.
     tracing={"sample_rate": 0.0, "excluded_urls": ["/predict", "/metadata", "/livez", "/readyz"]},

@@ -1,0 +1,145 @@
+"""The service's model runtime and micro-batcher, in-process (their HTTP side: test_service)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from proto2prod import Definition, NullProgress, Settings, Trained, load_definition
+from proto2prod.settings import ServiceSettings, SettingsError
+from registry import Registry, publish
+from service.batcher import MicroBatcher, Overloaded
+from service.runtime import ModelRuntime, find_definition
+from tests.conftest import EXAMPLES
+
+
+def variant(tmp_path: Path, old: str, new: str) -> Definition:
+    """The digits definition with one line changed (same model name)."""
+    source = (EXAMPLES / "digits.py").read_text()
+    assert old in source
+    path = tmp_path / f"variant_{abs(hash(new))}.py"
+    path.write_text(source.replace(old, new))
+    return load_definition(path)
+
+
+@pytest.fixture
+def runtime(embedded: Settings, digits: Definition, digits_quick: Trained) -> ModelRuntime:
+    publish(Registry(embedded), digits, digits_quick, alias="production")
+    rt = ModelRuntime(embedded, ServiceSettings(model="digits@production"), digits)
+    rt.start()
+    return rt
+
+
+def test_start_then_swap_when_the_alias_moves(
+    runtime: ModelRuntime, digits: Definition, digits_quick: Trained
+) -> None:
+    assert runtime.ready and runtime.current is not None
+    first = runtime.current
+    assert runtime.check()["swapped"] is False
+    v2 = publish(runtime.registry, digits, digits_quick, alias="production").version
+    result = runtime.check()
+    assert result == {"swapped": True, "version": v2, "registry_reachable": True, "error": None}
+    assert runtime.current.version == v2 and runtime.swaps == 1
+    assert first.predictor is not runtime.current.predictor  # in-flight keep the old one
+    meta = runtime.metadata()
+    assert meta["version"] == v2 and meta["alias_changed_at"] and meta["device"] == "cpu"
+
+
+def test_a_version_with_other_fields_is_refused(runtime: ModelRuntime, tmp_path: Path) -> None:
+    other = variant(tmp_path, "top_k=3", "top_k=2")
+    trained = other.model.train(NullProgress(), quick=True)
+    serving = runtime.current.version  # type: ignore[union-attr]
+    bad = publish(runtime.registry, other, trained, alias="production").version
+    assert runtime.check()["swapped"] is False
+    assert runtime.current.version == serving  # type: ignore[union-attr]
+    assert f"digits/{bad}" in (runtime.last_swap_error or "")
+    assert "was published with fields" in (runtime.last_swap_error or "")
+
+
+def test_weights_that_do_not_fit_the_installed_network_are_refused(
+    runtime: ModelRuntime, tmp_path: Path
+) -> None:
+    other = variant(tmp_path, "nn.Linear(64 * 4 * 4, 128),\n            nn.ReLU(),\n            nn.Linear(128, 10)",
+                    "nn.Linear(64 * 4 * 4, 64),\n            nn.ReLU(),\n            nn.Linear(64, 10)")  # fmt: skip
+    trained = other.model.train(NullProgress(), quick=True)
+    bad = publish(runtime.registry, other, trained, alias="production").version
+    runtime.check()
+    assert runtime.current.version != bad  # type: ignore[union-attr]
+    assert "do not fit Digits.network()" in (runtime.last_swap_error or "")
+
+
+def test_nothing_to_serve_is_not_ready_with_a_reason(
+    embedded: Settings, digits: Definition
+) -> None:
+    rt = ModelRuntime(embedded, ServiceSettings(model="digits@production"), digits)
+    rt.start()
+    assert not rt.ready
+    assert "no model named 'digits'" in (rt.metadata()["not_ready_reason"] or "")
+
+
+def test_definition_must_be_the_served_model(embedded: Settings) -> None:
+    config = ServiceSettings(model="wine@production", definition=str(EXAMPLES / "digits.py"))
+    from proto2prod import IncompatibleVersion
+    from registry import ModelRef
+
+    with pytest.raises(IncompatibleVersion, match="is model 'digits', not 'wine'"):
+        find_definition(config, Registry(embedded), ModelRef.parse(config.model))
+
+
+def test_service_settings_from_env() -> None:
+    with pytest.raises(SettingsError, match="PROTO2PROD_MODEL is not set"):
+        ServiceSettings.from_env({})
+    with pytest.raises(SettingsError, match="PROTO2PROD_POLL_S='soon' is not a number"):
+        ServiceSettings.from_env({"PROTO2PROD_MODEL": "d@p", "PROTO2PROD_POLL_S": "soon"})
+    config = ServiceSettings.from_env({"PROTO2PROD_MODEL": "d@p", "PROTO2PROD_BATCH_WAIT_MS": "0"})
+    assert config.batch_wait_ms == 0 and config.poll_s == 10
+
+
+class TestMicroBatcher:
+    def test_concurrent_submits_share_a_batch_per_key_in_order(self) -> None:
+        calls: list[tuple[str, list[int]]] = []
+
+        def run(key: str, items: list[int]) -> list[int]:
+            calls.append((key, items))
+            return [x * 10 for x in items]
+
+        async def main() -> list[list[int]]:
+            batcher = MicroBatcher(run, max_batch_size=8, wait_ms=5)
+            jobs = [batcher.submit("a", [1, 2]), batcher.submit("b", [3]), batcher.submit("a", [4])]
+            out = await asyncio.gather(*jobs)
+            await batcher.close()
+            return out
+
+        assert asyncio.run(main()) == [[10, 20], [30], [40]]
+        assert calls == [("a", [1, 2, 4]), ("b", [3])]
+
+    def test_batches_respect_the_max_size(self) -> None:
+        sizes: list[int] = []
+
+        def run(key: str, items: list[int]) -> list[int]:
+            sizes.append(len(items))
+            return items
+
+        async def main() -> None:
+            batcher = MicroBatcher(run, max_batch_size=4, wait_ms=5)
+            await asyncio.gather(*(batcher.submit("k", [i]) for i in range(10)))
+            await batcher.close()
+
+        asyncio.run(main())
+        assert max(sizes) <= 4 and sum(sizes) == 10
+
+    def test_overload_and_failures(self) -> None:
+        def boom(key: str, items: list[int]) -> list[int]:
+            raise RuntimeError("forward failed")
+
+        async def main() -> None:
+            batcher = MicroBatcher(boom, max_batch_size=4, wait_ms=0, max_queue=3)
+            with pytest.raises(Overloaded):
+                await batcher.submit("k", [1, 2, 3, 4])
+            with pytest.raises(RuntimeError, match="forward failed"):
+                await batcher.submit("k", [1])
+            await batcher.close()
+
+        asyncio.run(main())
