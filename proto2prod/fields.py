@@ -472,4 +472,18 @@ class Label(Field):
         }
 
 
-__all__ = ["Field", "Image", "Label", "Number", "Table", "Tensor", "Text"]
+KINDS: dict[str, type[Field]] = {
+    cls.kind: cls for cls in (Image, Tensor, Table, Text, Number, Label)
+}
+
+
+def from_spec(spec: Mapping[str, Any]) -> Field:
+    """Rebuild a field from its `spec()`: a remote UI gets its fields from the service."""
+    params = dict(spec)
+    kind = params.pop("kind", None)
+    if kind not in KINDS:
+        raise DefinitionError(f"unknown field kind {kind!r}; known: {sorted(KINDS)}")
+    return KINDS[kind](**params)
+
+
+__all__ = ["Field", "Image", "Label", "Number", "Table", "Tensor", "Text", "from_spec"]

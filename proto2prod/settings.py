@@ -177,3 +177,42 @@ class ServiceSettings:
             torch_threads=_int(env, "PROTO2PROD_TORCH_THREADS", 0),
             access_log=_bool(env, "PROTO2PROD_ACCESS_LOG", False),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrototypeSettings:
+    """What a prototype UI shows (`PROTO2PROD_UI_*`; `proto2prod prototype` sets them).
+
+    Streamlit runs its app as a script in its own process, so the CLI hands these over
+    through the environment.
+    """
+
+    definition: str | None = None
+    """`PROTO2PROD_UI_DEFINITION`: the model definition (in-process mode)."""
+    model: str | None = None
+    """`PROTO2PROD_UI_MODEL`: registry reference for the weights; unset: train now."""
+    backend: str | None = None
+    """`PROTO2PROD_UI_BACKEND`: the service's URL (remote mode)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PrototypeSettings:
+        env = os.environ if environ is None else environ
+        config = cls(
+            definition=env.get("PROTO2PROD_UI_DEFINITION") or None,
+            model=env.get("PROTO2PROD_UI_MODEL") or None,
+            backend=env.get("PROTO2PROD_UI_BACKEND") or None,
+        )
+        if config.backend is None and config.definition is None:
+            raise SettingsError(
+                "set PROTO2PROD_UI_DEFINITION (a model file, in-process) or "
+                "PROTO2PROD_UI_BACKEND (the service URL); proto2prod prototype sets them"
+            )
+        return config
+
+    def environ(self) -> dict[str, str]:
+        pairs = {
+            "PROTO2PROD_UI_DEFINITION": self.definition,
+            "PROTO2PROD_UI_MODEL": self.model,
+            "PROTO2PROD_UI_BACKEND": self.backend,
+        }
+        return {k: v for k, v in pairs.items() if v}

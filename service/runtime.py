@@ -107,6 +107,7 @@ class ModelRuntime:
         self.not_ready_reason: str | None = "loading"
         self.swaps = 0
         self._lock = threading.Lock()
+        self._examples = definition.model.examples()
 
     def _pick_device(self) -> Any:
         import torch
@@ -270,4 +271,11 @@ class ModelRuntime:
             "not_ready_reason": None if self.ready else self.not_ready_reason,
             "inputs": self.definition.model.inputs.json_schema(),
             "outputs": self.definition.model.outputs.json_schema(),
+            # what a thin front end needs to draw the model's UI without importing it
+            "ui": {
+                "title": self.definition.model.title,
+                "description": self.definition.model.description,
+                "spec": self.definition.model.spec(),
+                "examples": self._examples,
+            },
         }

@@ -61,8 +61,8 @@ def test_a_version_with_other_fields_is_refused(runtime: ModelRuntime, tmp_path:
 def test_weights_that_do_not_fit_the_installed_network_are_refused(
     runtime: ModelRuntime, tmp_path: Path
 ) -> None:
-    other = variant(tmp_path, "nn.Linear(64 * 4 * 4, 128),\n            nn.ReLU(),\n            nn.Linear(128, 10)",
-                    "nn.Linear(64 * 4 * 4, 64),\n            nn.ReLU(),\n            nn.Linear(64, 10)")  # fmt: skip
+    hidden = "nn.Linear(64 * 4 * 4, {n}),\n            nn.ReLU(),\n            nn.Linear({n}, 10)"
+    other = variant(tmp_path, hidden.format(n=128), hidden.format(n=64))
     trained = other.model.train(NullProgress(), quick=True)
     bad = publish(runtime.registry, other, trained, alias="production").version
     runtime.check()
