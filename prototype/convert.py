@@ -16,9 +16,13 @@ def image_item(array: Any) -> str | None:
     """
     import numpy as np
 
+    if isinstance(array, dict):  # a sketchpad's EditorValue: the flattened canvas
+        array = array.get("composite")
     if array is None:
         return None
     pixels = np.asarray(array, dtype=np.float32)
+    if pixels.ndim == 3 and pixels.shape[2] == 4 and not pixels[:, :, 3].any():
+        return None  # nothing drawn yet
     if pixels.ndim == 3 and pixels.shape[2] == 4:
         alpha = pixels[:, :, 3:4] / 255.0
         pixels = pixels[:, :, :3] * alpha + 255.0 * (1.0 - alpha)

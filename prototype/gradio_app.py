@@ -10,6 +10,8 @@ only waits on HTTP. Both are settable (`--concurrency`, `--batch-size`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 import gradio as gr
@@ -29,12 +31,24 @@ def _input_component(field: fields.Field) -> Any:
     """The widget a person gives the input field's value with."""
     if isinstance(field, fields.Image):
         mode = "L" if field.channels == 1 else "RGB"
-        return gr.Image(type="numpy", image_mode=mode, label="Upload an image", format="png",
-                        sources=["upload", "clipboard"], height=240, elem_id="input-image")  # fmt: skip
+        return gr.Image(
+            type="numpy",
+            image_mode=mode,
+            label="Upload an image",
+            format="png",
+            sources=["upload", "clipboard"],
+            height=240,
+            elem_id="input-image",
+        )
     if isinstance(field, fields.Table):
-        return gr.Dataframe(headers=field.features, row_count=(1, "fixed"),
-                            col_count=(len(field.features), "fixed"), datatype="number",
-                            type="array", label=field.name)  # fmt: skip
+        return gr.Dataframe(
+            headers=field.features,
+            row_count=(1, "fixed"),
+            col_count=(len(field.features), "fixed"),
+            datatype="number",
+            type="array",
+            label=field.name,
+        )
     if isinstance(field, fields.Number):
         return gr.Number(label=field.name)
     if isinstance(field, fields.Tensor):
@@ -47,8 +61,9 @@ def _sketchpad(field: fields.Field) -> Any | None:
     if not isinstance(field, fields.Image):
         return None
     brush = gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed")
-    return gr.Sketchpad(type="numpy", label="Or draw one", canvas_size=(280, 280),
-                        format="png", brush=brush)  # fmt: skip
+    return gr.Sketchpad(
+        type="numpy", label="Or draw one", canvas_size=(280, 280), format="png", brush=brush
+    )
 
 
 def _output_component(field: fields.Field) -> Any:
@@ -122,13 +137,25 @@ def launch(
 ) -> str:
     """Serve `app`; with `share`, say in one line when no share link can be made."""
     app.queue()
-    app.launch(server_name=host, server_port=port, share=share, auth=auth,
-               max_file_size=MAX_FILE_SIZE, show_error=False, prevent_thread_lock=True,
-               quiet=True, css=CSS)  # fmt: skip
+    chatter = io.StringIO()  # Gradio explains a failed share link in ten lines; we use one
+    with contextlib.redirect_stdout(chatter):
+        app.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            auth=auth,
+            max_file_size=MAX_FILE_SIZE,
+            show_error=False,
+            prevent_thread_lock=True,
+            quiet=True,
+            css=CSS,
+        )
     url = f"http://{host}:{app.server_port}"
     if share and not getattr(app, "share_url", None):
-        print(f"no share link (it needs internet access to Gradio's share servers): "
-              f"serving locally at {url}")  # fmt: skip
+        print(
+            f"no share link (it needs internet access to Gradio's share servers): "
+            f"serving locally at {url}"
+        )
     elif share:
         print(f"share link: {app.share_url}")
     if block:

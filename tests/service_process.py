@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,20 +14,10 @@ from tests.processes import free_port, server
 ADMIN_TOKEN = "test-admin-token"
 
 
-@contextmanager
-def running_service(
-    home: Path, ref: str, log: Path, *, tracking_uri: str | None = None, **env: str
-) -> Iterator[str]:
-    """Yield the base URL of a service for `ref` once `/readyz` answers 200."""
-    port = free_port()
+def environment(home: Path, tracking_uri: str | None = None, **env: str) -> dict[str, str]:
     environ = {
         **os.environ,
         "PROTO2PROD_HOME": str(home),
-        "PROTO2PROD_POLL_S": "1",
-        "PROTO2PROD_POLL_MAX_S": "2",
-        "PROTO2PROD_ADMIN_TOKEN": ADMIN_TOKEN,
-        "PROTO2PROD_REGISTRY_TIMEOUT_S": "3",
-        "PROTO2PROD_REGISTRY_RETRIES": "0",
         "BENTOML_DO_NOT_TRACK": "true",
         "PATH": f"{BIN}:{os.environ['PATH']}",
         **env,
@@ -34,7 +25,47 @@ def running_service(
     environ.pop("MLFLOW_TRACKING_URI", None)
     if tracking_uri:
         environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    return environ
+
+
+@contextmanager
+def running_prototype(
+    home: Path, args: Sequence[str], log: Path, *, health: str = "/"
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`proto2prod prototype ARGS` on a free port, once `health` answers 200."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "proto2prod"), "prototype", *args, "--port", str(port)]
+    with server(argv, f"{url}{health}", log, env=environment(home), timeout=150) as proc:
+        yield url, proc
+
+
+@contextmanager
+def running_service(
+    home: Path, ref: str, log: Path, *, tracking_uri: str | None = None, **env: str
+) -> Iterator[str]:
+    """Yield the base URL of a service for `ref` once `/readyz` answers 200."""
+    with running_service_process(home, ref, log, tracking_uri=tracking_uri, **env) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_service_process(
+    home: Path, ref: str, log: Path, *, tracking_uri: str | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The service for `ref` and its process, once `/readyz` answers 200."""
+    port = free_port()
+    environ = environment(
+        home,
+        tracking_uri,
+        PROTO2PROD_POLL_S="1",
+        PROTO2PROD_POLL_MAX_S="2",
+        PROTO2PROD_ADMIN_TOKEN=ADMIN_TOKEN,
+        PROTO2PROD_REGISTRY_TIMEOUT_S="3",
+        PROTO2PROD_REGISTRY_RETRIES="0",
+        **env,
+    )
     url = f"http://127.0.0.1:{port}"
     args = [str(BIN / "proto2prod"), "serve", ref, "--port", str(port)]
-    with server(args, f"{url}/readyz", log, env=environ, timeout=150):
-        yield url
+    with server(args, f"{url}/readyz", log, env=environ, timeout=150) as proc:
+        yield url, proc
