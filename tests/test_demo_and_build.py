@@ -18,9 +18,9 @@ pytestmark = pytest.mark.server
 def test_demo_trains_registers_serves_and_answers(tmp_path: Path) -> None:
     env = {**os.environ, "PROTO2PROD_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    port = free_port()
+    port, ui_port = free_port(), free_port()
     done = subprocess.run(
-        [str(BIN / "proto2prod"), "demo", "--once", "--port", str(port)],
+        [str(BIN / "proto2prod"), "demo", "--once", "--port", str(port), "--ui-port", str(ui_port)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -28,10 +28,12 @@ def test_demo_trains_registers_serves_and_answers(tmp_path: Path) -> None:
     assert "@production" in done.stdout  # the versions table
     assert "curl -s -X POST http://127.0.0.1:" in done.stdout
     assert '"label":"7"' in done.stdout and '"version":"1"' in done.stdout
+    assert f"UI:       http://127.0.0.1:{ui_port}" in done.stdout
     # Nothing it started is left: no service process, and the port is free again.
-    leftovers = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True)
-    assert leftovers.stdout == b""
-    assert port == _bind(port)
+    for p in (port, ui_port):
+        leftovers = subprocess.run(["pgrep", "-f", f"--port {p}"], capture_output=True)
+        assert leftovers.stdout == b""
+        assert p == _bind(p)
 
 
 def _bind(port: int) -> int:

@@ -128,10 +128,11 @@ def test_streamlit_apptest_in_process_and_remote(
 
     script = str(ROOT / "prototype" / "streamlit_app.py")
     monkeypatch.setenv("PROTO2PROD_HOME", str(stack.home))
-    for env in (
-        {"PROTO2PROD_UI_DEFINITION": str(EXAMPLES / "digits.py"), "PROTO2PROD_UI_MODEL": "digits@production"},
-        {"PROTO2PROD_UI_BACKEND": stack.service},
-    ):  # fmt: skip
+    in_process = {
+        "PROTO2PROD_UI_DEFINITION": str(EXAMPLES / "digits.py"),
+        "PROTO2PROD_UI_MODEL": "digits@production",
+    }
+    for env in (in_process, {"PROTO2PROD_UI_BACKEND": stack.service}):
         for key in ("PROTO2PROD_UI_DEFINITION", "PROTO2PROD_UI_MODEL", "PROTO2PROD_UI_BACKEND"):
             monkeypatch.delenv(key, raising=False)
         for key, value in env.items():

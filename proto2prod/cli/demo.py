@@ -1,8 +1,9 @@
 """`proto2prod demo`: the migration journey on the embedded registry, end to end.
 
 Train digits and register it as digits@production, list its versions, start the service
-on it as a real process, answer one request, print a curl line that works, then serve
-until Ctrl-C and stop everything it started.
+on it as a real process, answer one request and print a curl line that works, start the
+Gradio prototype in remote mode in front of the service, print both URLs, then serve until
+Ctrl-C and stop everything it started.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the service exited with code {proc.returncode}; see its log")
+            raise RuntimeError(f"{proc.args[3]} exited with code {proc.returncode}; see its log")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -63,7 +64,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def run_demo(port: int, once: bool) -> None:
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_demo(port: int, ui_port: int, once: bool) -> None:
     import httpx
 
     from proto2prod.definition import load_definition
@@ -72,18 +78,16 @@ def run_demo(port: int, once: bool) -> None:
     subprocess.run([*p2p, "train", EXAMPLE, "--alias", "production"], check=True)
     subprocess.run([*p2p, "versions", "digits"], check=True)
 
-    port = port_or_free(port)
-    url = f"http://127.0.0.1:{port}"
-    log = Path(os.environ.get("PROTO2PROD_HOME", ".proto2prod")) / "demo-service.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    console.print(f"starting the service on digits@production at {url} (log: {log})")
-    with log.open("wb") as out:
-        service = subprocess.Popen(
-            [*p2p, "serve", "digits@production", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    port, ui_port = port_or_free(port), port_or_free(ui_port)
+    url, ui_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+    logs = Path(os.environ.get("PROTO2PROD_HOME", ".proto2prod"))
+    logs.mkdir(parents=True, exist_ok=True)
+    console.print(f"starting the service on digits@production at {url} (log: {logs}/)")
+    service = start([*p2p, "serve", "digits@production", "--port", str(port)],
+                    logs / "demo-service.log")  # fmt: skip
+    ui: subprocess.Popen[bytes] | None = None
     try:
-        wait_ready(url, service)
+        wait_ready(f"{url}/readyz", service)
         example = load_definition(EXAMPLE, check=False).model.examples()[2]
         body = json.dumps({"inputs": [example]}, separators=(",", ":"))
         answer = httpx.post(f"{url}/predict", content=body, timeout=30,
@@ -96,26 +100,34 @@ def run_demo(port: int, once: bool) -> None:
         console.print("\n[bold]The service answers[/] (a held-out 7):")
         console.print(curl, soft_wrap=True, highlight=False, markup=False)
         console.print(answer.text, soft_wrap=True, highlight=False, markup=False)
-        console.print(f"\nservice: {url}  docs: {url}/docs  metadata: {url}/metadata")
+        console.print("\nstarting the Gradio prototype in remote mode, in front of the service")
+        ui = start([*p2p, "prototype", "--backend", url, "--port", str(ui_port)],
+                   logs / "demo-ui.log")  # fmt: skip
+        wait_ready(ui_url, ui)
+        console.print(f"\nservice:  {url}  (docs {url}/docs, metadata {url}/metadata)")
+        console.print(f"UI:       {ui_url}  (Gradio, answers from the service)")
         if once:
             return
         console.print("Ctrl-C stops everything.")
-        while service.poll() is None:
+        while service.poll() is None and ui.poll() is None:
             time.sleep(0.5)
-        raise RuntimeError(f"the service stopped with code {service.returncode}; see {log}")
+        raise RuntimeError(f"a demo process stopped on its own; see the logs in {logs}")
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
-        stop(service)
+        for proc in (ui, service):
+            if proc is not None:
+                stop(proc)
 
 
 def demo(
     port: int = typer.Option(3000, help="Port for the service (a free one if busy)."),
-    once: bool = typer.Option(False, help="Stop after the first answer (for tests)."),
+    ui_port: int = typer.Option(7860, help="Port for the Gradio UI (a free one if busy)."),
+    once: bool = typer.Option(False, help="Stop once everything answered (for tests)."),
 ) -> None:
-    """Train digits, register it as digits@production, serve it, and answer one request."""
+    """Train digits, register it, serve it, and put the Gradio UI in front of the service."""
     try:
-        run_demo(port, once)
+        run_demo(port, ui_port, once)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
