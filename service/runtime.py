@@ -22,6 +22,7 @@ from proto2prod.errors import (
     IncompatibleVersion,
     ModelNotFound,
     Proto2ProdError,
+    RegistryError,
     RegistryUnavailable,
 )
 from proto2prod.settings import ServiceSettings, Settings
@@ -140,8 +141,15 @@ class ModelRuntime:
                 f"{info.name}/{info.version} was published with fields {recorded}, the "
                 f"installed definition {self.definition.entry} has {model.spec()}"
             )
-        predictor = Predictor(model, local.weights, self.device, half=self.config.half)
-        predictor.warm_up()
+        try:
+            predictor = Predictor(model, local.weights, self.device, half=self.config.half)
+            predictor.warm_up()
+        except Proto2ProdError:
+            raise
+        except Exception as exc:  # not safetensors, a warm-up crash...: refuse the version
+            raise IncompatibleVersion(
+                f"{info.name}/{info.version} cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from exc
         return Loaded(predictor=predictor, info=info, loaded_at=_now(), from_cache=from_cache)
 
     def start(self) -> None:
@@ -182,7 +190,7 @@ class ModelRuntime:
                 self.registry_reachable = False
                 self.last_error = str(exc)
                 raise
-            except ModelNotFound as exc:
+            except (ModelNotFound, RegistryError) as exc:
                 self.registry_reachable = True
                 self.last_error = str(exc)
                 if self.current is None:

@@ -143,3 +143,39 @@ class TestMicroBatcher:
             await batcher.close()
 
         asyncio.run(main())
+
+
+class _Marker:
+    """A pickle payload that would create a file if anything unpickled it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.path,))
+
+
+def test_a_pickle_disguised_as_weights_is_refused_unrun(
+    runtime: ModelRuntime, digits: Definition, digits_quick: Trained, tmp_path: Path
+) -> None:
+    import pickle
+
+    from registry.publish import sha256_file
+
+    marker = tmp_path / "pwned"
+    bad = publish(runtime.registry, digits, digits_quick).version
+    info = runtime.registry.resolve(f"digits/{bad}")
+    model_id = info.source.removeprefix("models:/")
+    location = runtime.registry.client.get_logged_model(model_id).artifact_location
+    weights = Path(location.removeprefix("file://")) / "artifacts" / "weights.safetensors"
+    weights.write_bytes(pickle.dumps(_Marker(marker)))
+    # A publisher who also rewrote the recorded digest: the sha256 check alone cannot catch it.
+    runtime.registry.client.set_model_version_tag(
+        "digits", bad, "proto2prod.sha256.weights.safetensors", sha256_file(weights)
+    )
+    serving = runtime.current.version  # type: ignore[union-attr]
+    runtime.registry.promote("digits", bad, "production")
+    assert runtime.check()["swapped"] is False
+    assert runtime.current.version == serving  # type: ignore[union-attr]
+    assert f"digits/{bad} cannot be loaded" in (runtime.last_swap_error or "")
+    assert not marker.exists()
