@@ -224,11 +224,24 @@ def prototype(
         )
         if ui == "streamlit":
             args = [
-                sys.executable, "-m", "streamlit", "run", _streamlit_script(),
-                "--server.address", host, "--server.port", str(port or 8501),
-                "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                "--client.showErrorDetails", "false", "--server.maxUploadSize", "10",
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                _streamlit_script(),
+                "--server.address",
+                host,
+                "--server.port",
+                str(port or 8501),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--client.showErrorDetails",
+                "false",
+                "--server.maxUploadSize",
+                "10",
+            ]
             os.execvpe(args[0], args, {**os.environ, **config.environ()})
         from prototype import gradio_app
         from prototype.backends import in_process, remote
@@ -253,6 +266,74 @@ def prototype(
         app_.block_thread()
     except KeyboardInterrupt:
         app_.close()
+
+
+@app.command()
+def bench(
+    models: Annotated[
+        str, typer.Option(help="Comma-separated examples: digits, heavy, wine.")
+    ] = "heavy,digits",
+    users: Annotated[
+        str, typer.Option(help="Comma-separated concurrent users per point.")
+    ] = "1,8,32",
+    duration: Annotated[float, typer.Option(help="Measured seconds per point.")] = 20.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of load before measuring.")] = 3.0,
+    architectures: Annotated[
+        str,
+        typer.Option(help="Comma-separated: gradio, prototype, asgi, decoupled, service, mlflow."),
+    ] = "gradio,prototype,asgi,decoupled,service,mlflow",
+    workers: Annotated[
+        int, typer.Option(help="Locust workers (master/worker); 0: one process.")
+    ] = 0,
+    rate: Annotated[
+        float, typer.Option(help="Open loop: requests/s scheduled; 0: closed loop.")
+    ] = 0.0,
+    payload: Annotated[str, typer.Option(help="png (base64, as browsers upload) or json.")] = "png",
+    quick: Annotated[
+        bool, typer.Option(help="Seconds per point, users 1 and 8 (smoke test).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default reports/<time>).")
+    ] = None,
+) -> None:
+    """Model-in-server vs decoupled serving under load; writes a report that settles each claim."""
+    import time as _time
+
+    with user_errors():
+        from benchmarks import report, runner
+        from proto2prod.extras import require
+
+        for module in ("locust", "hdrh", "matplotlib", "gradio", "bentoml"):
+            require(module)
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        unknown = [m for m in names if m not in runner.EXAMPLES]
+        if unknown or not names:
+            raise ValueError(f"--models {models!r}: choose from {', '.join(runner.EXAMPLES)}")
+        archs = [a.strip() for a in architectures.split(",") if a.strip()]
+        bad = [a for a in archs if a not in runner.ARCHITECTURES]
+        if bad:
+            raise ValueError(f"--architectures: unknown {bad}; choose from {runner.ARCHITECTURES}")
+        if payload not in ("png", "json"):
+            raise ValueError("--payload must be png or json")
+        try:
+            counts = [int(u) for u in users.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"--users {users!r}: give comma-separated integers, e.g. 1,8,32"
+            ) from None
+        plan = (
+            runner.Plan.quick_plan(names)
+            if quick
+            else runner.Plan(models=names, users=counts, duration=duration, warmup=warmup)
+        )
+        plan.architectures, plan.workers, plan.rate, plan.payload = archs, workers, rate, payload
+        folder = out or Path("reports") / _time.strftime("%Y%m%d-%H%M%S")
+    with console.status("benchmark starting") as status:
+        results = runner.run(plan, folder, lambda text: status.update(text) or console.log(text))
+    files = report.write(results, folder)
+    console.print(f"report: {folder / 'report.md'} ({len(files)} files)")
+    for verdict in report.verdicts(results):
+        console.print(f"- {verdict.claim}: {verdict.numbers} -> [bold]{verdict.word}[/]")
 
 
 def _streamlit_script() -> str:

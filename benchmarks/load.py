@@ -1,0 +1,174 @@
+"""One load point: Locust, headless, against a running target; HDR figures back.
+
+Locust runs as its own process (or a master and `workers` worker processes) pinned to the
+load generator's cores; its CPU use is sampled so a saturated load generator is flagged
+instead of being mistaken for a slow server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import hdr
+from benchmarks.targets import Placement, Target, free_port, kill
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+@dataclass(frozen=True)
+class Point:
+    model: hdr.Summary
+    light: hdr.Summary | None
+    loadgen_cpu: float
+    """CPU seconds per wall second of the load generator (1.0 = one core saturated)."""
+    workers: int
+
+    @property
+    def saturated(self) -> bool:
+        return self.loadgen_cpu >= 0.9 * max(1, self.workers)
+
+
+def run(
+    target: Target,
+    payload: Path,
+    *,
+    users: int,
+    duration: float,
+    warmup: float,
+    placement: Placement,
+    workers: int = 0,
+    rate: float = 0.0,
+    light: bool = False,
+    version_log: Path | None = None,
+) -> Point:
+    import psutil
+
+    out = Path(tempfile.mkstemp(prefix="p2p-hdr-", suffix=".json")[1])
+    env = {
+        **os.environ,
+        "P2P_KIND": target.kind,
+        "P2P_PATH": target.path,
+        "P2P_PAYLOAD": str(payload),
+        "P2P_WARMUP_S": str(warmup),
+        "P2P_OUT": str(out),
+        "P2P_RATE": str(rate),
+        "P2P_LIGHT_PATH": target.light_path if light else "",
+        "P2P_VERSION_LOG": str(version_log or ""),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    classes = ["ModelUser", "LightUser"] if light else ["ModelUser"]
+    total = users + (1 if light else 0)
+    base = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(total),
+        "-r",
+        str(total),
+        "-t",
+        f"{warmup + duration:.0f}s",
+        "--host",
+        target.url,
+        "--only-summary",
+        "--stop-timeout",
+        "10",
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "ERROR",
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if workers:
+            port = free_port()
+            master = [
+                *base,
+                "--master",
+                "--expect-workers",
+                str(workers),
+                "--master-bind-port",
+                str(port),
+                *classes,
+            ]
+            procs.append(_spawn(placement.load(master), env, Path(str(out) + ".log")))
+            worker = [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(LOCUSTFILE),
+                "--worker",
+                "--master-port",
+                str(port),
+                "--loglevel",
+                "ERROR",
+                *classes,
+            ]
+            procs += [_spawn(placement.load(worker), env, None) for _ in range(workers)]
+        else:
+            procs.append(_spawn(placement.load([*base, *classes]), env, Path(str(out) + ".log")))
+        watched = [psutil.Process(p.pid) for p in procs]
+        cpu0 = cpu1 = sum(_cpu(w) for w in watched)
+        wall0 = wall1 = time.monotonic()
+        deadline = wall0 + warmup + duration + 60
+        while procs[0].poll() is None and time.monotonic() < deadline:
+            cpu1 = sum(_cpu(w) for w in watched)
+            wall1 = time.monotonic()
+            time.sleep(0.5)
+        if procs[0].poll() is None or procs[0].returncode != 0:
+            log = Path(str(out) + ".log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"locust failed against {target.url}:\n{log}")
+        loadgen_cpu = (cpu1 - cpu0) / max(1e-9, wall1 - wall0)
+        collected: list[dict[str, Any]] = json.loads(out.read_text() or "[]")
+    finally:
+        for proc in procs:
+            kill(proc)
+        out.unlink(missing_ok=True)
+        Path(str(out) + ".log").unlink(missing_ok=True)
+    model = hdr.summarize(
+        hdr.merge([c["model"] for c in collected]),
+        errors=sum(c["errors"] for c in collected),
+        seconds=duration,
+    )
+    light_summary = None
+    if light:
+        light_summary = hdr.summarize(
+            hdr.merge([c["light"] for c in collected]),
+            errors=sum(c["light_errors"] for c in collected),
+            seconds=duration,
+        )
+    return Point(model, light_summary, loadgen_cpu, workers)
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:
+    err = log.open("wb") if log else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(
+            args, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
+    finally:
+        if log:
+            err.close()  # type: ignore[union-attr]
+
+
+def _cpu(proc: Any) -> float:
+    import psutil
+
+    try:
+        times = proc.cpu_times()
+        children = sum(c.cpu_times().user + c.cpu_times().system for c in proc.children(True))
+        return float(times.user + times.system + children)
+    except psutil.Error:  # the process ended between two samples: count nothing more
+        return 0.0

@@ -1,0 +1,219 @@
+"""The benchmark run: register the models, start each architecture, load it, collect.
+
+The machine's speed drifts within minutes, so the raw limit is measured again right before
+each architecture and every ratio uses that adjacent figure (all of them are kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks import load, targets
+from benchmarks.targets import IMAGE_ONLY, Placement
+
+ARCHITECTURES = ["gradio", "prototype", "asgi", "decoupled", "service", "mlflow"]
+EXAMPLES = {
+    "digits": "examples.digits:Digits",
+    "heavy": "examples.heavy:Shapes",
+    "wine": "examples.tabular:Wine",
+}
+
+
+@dataclass
+class Plan:
+    models: list[str]
+    users: list[int]
+    duration: float = 20.0
+    warmup: float = 3.0
+    architectures: list[str] = field(default_factory=lambda: list(ARCHITECTURES))
+    limit_batches: list[int] = field(default_factory=lambda: [1, 8, 32])
+    limit_seconds: float = 3.0
+    workers: int = 0
+    rate: float = 0.0
+    payload: str = "png"
+    quick: bool = False
+
+    @classmethod
+    def quick_plan(cls, models: list[str]) -> Plan:
+        return cls(models=models, users=[1, 8], duration=4, warmup=1, limit_seconds=1, quick=True)
+
+
+Say = Callable[[str], None]
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("proto2prod", "torch", "bentoml", "gradio", "streamlit", "mlflow", "locust"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def register(models: list[str], home: Path, quick: bool, say: Say) -> None:
+    """Train each example (briefly with --quick) and register it as NAME@production."""
+    env = {**os.environ, "PROTO2PROD_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for model in models:
+        say(f"training and registering {model}")
+        args = [
+            sys.executable,
+            "-m",
+            "proto2prod.cli",
+            "train",
+            EXAMPLES[model],
+            "--alias",
+            "production",
+            *(["--quick"] if quick else []),
+        ]
+        subprocess.run(args, env=env, check=True, capture_output=True)
+
+
+def write_payload(model: str, kind: str, folder: Path) -> Path:
+    """The items every architecture gets: the model's examples, as a browser sends them."""
+    from proto2prod import fields
+    from proto2prod.definition import load_definition
+
+    definition = load_definition(EXAMPLES[model], check=False).model
+    items = definition.examples()
+    if kind == "png" and isinstance(definition.inputs, fields.Image):
+        items = [fields.Image.to_png_base64(definition.inputs.decode(i)) for i in items]
+    path = folder / f"{model}-{kind}.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+def measure_limit(
+    model: str, payload: Path, plan: Plan, home: Path, placement: Placement
+) -> dict[str, float]:
+    env = {**os.environ, "PROTO2PROD_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = placement.server(
+        [
+            sys.executable,
+            "-c",
+            "import torch; torch.set_num_threads(1); from benchmarks.limit import main; main()",
+            f"{model}@production",
+            str(payload),
+            str(plan.limit_seconds),
+            *map(str, plan.limit_batches),
+        ]
+    )
+    out = subprocess.run(args, env=env, check=True, capture_output=True, text=True)
+    return {k: float(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
+    """Every architecture x user count for every model; returns (and writes) results.json."""
+    placement = Placement.detect()
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "placement": placement.describe(),
+        "settings": {**asdict(plan), "torch_threads": 1},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "runs": [],
+        "limits": [],
+        "scenarios": {"responsiveness": []},
+    }
+    with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
+        home = Path(tmp) / "home"
+        register(plan.models, home, plan.quick, say)
+        for model in plan.models:
+            payload = write_payload(model, plan.payload, Path(tmp))
+            image = model in ("digits", "heavy")
+            for arch in plan.architectures:
+                if arch in IMAGE_ONLY and not image:
+                    say(f"{model}: skipping {arch} (it is called through an image upload)")
+                    continue
+                say(f"{model}: measuring the raw limit next to {arch}")
+                limit = measure_limit(model, payload, plan, home, placement)
+                results["limits"].append({"model": model, "before": arch, "samples_per_s": limit})
+                for batch, value in limit.items():
+                    results["runs"].append(_run_row(model, "limit", int(batch), value, None))
+                say(f"{model}: starting {arch}")
+                with targets.start(arch, model, home=home, logs=logs, placement=placement) as t:
+                    for users in plan.users:
+                        light = users == max(plan.users)
+                        say(f"{model}: {arch} with {users} users")
+                        point = load.run(
+                            t,
+                            payload,
+                            users=users,
+                            duration=plan.duration,
+                            warmup=plan.warmup,
+                            placement=placement,
+                            workers=plan.workers,
+                            rate=plan.rate,
+                            light=light,
+                        )
+                        row = _run_row(model, arch, users, point.model.rps, point)
+                        row["limit_samples_per_s"] = max(limit.values())
+                        results["runs"].append(row)
+                        if light and point.light is not None:
+                            results["scenarios"]["responsiveness"].append(
+                                {
+                                    "model": model,
+                                    "architecture": arch,
+                                    "users": users,
+                                    "light_route": t.light_path,
+                                    "p50_ms": point.light.p50_ms,
+                                    "p99_ms": point.light.p99_ms,
+                                    "requests": point.light.requests,
+                                    "errors": point.light.errors,
+                                }
+                            )
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _run_row(
+    model: str, arch: str, users: int, rps: float, point: load.Point | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": model, "architecture": arch, "users": users, "rps": rps}
+    if point is None:
+        row.update(p50_ms=None, p95_ms=None, p99_ms=None, errors=0)
+        return row
+    row.update(
+        p50_ms=point.model.p50_ms,
+        p95_ms=point.model.p95_ms,
+        p99_ms=point.model.p99_ms,
+        max_ms=point.model.max_ms,
+        errors=point.model.errors,
+        requests=point.model.requests,
+        loadgen_cpu=round(point.loadgen_cpu, 3),
+        loadgen_saturated=point.saturated,
+    )
+    return row
