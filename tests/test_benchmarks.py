@@ -1,0 +1,163 @@
+"""The benchmark: its arithmetic, its verdicts, coordinated omission, and a real quick run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from benchmarks import hdr, load, report
+from benchmarks.targets import Placement, Target
+from tests.conftest import BIN, ROOT
+from tests.processes import free_port, server
+
+
+def test_percentiles_and_throughput_from_known_samples() -> None:
+    histogram = hdr.new()
+    for ms in range(1, 101):  # 1..100 ms, once each
+        histogram.record_value(ms * 1000)
+    summary = hdr.summarize(histogram, errors=2, seconds=4.0)
+    assert summary.requests == 100 and summary.errors == 2
+    assert summary.rps == 25.0
+    assert summary.p50_ms == pytest.approx(50, rel=0.01)
+    assert summary.p95_ms == pytest.approx(95, rel=0.01)
+    assert summary.p99_ms == pytest.approx(99, rel=0.01)
+    merged = hdr.merge([hdr.encode(histogram), hdr.encode(histogram), ""])
+    assert merged.get_total_count() == 200
+    assert hdr.summarize(hdr.new(), errors=0, seconds=1).p99_ms == 0
+
+
+def _results(service_rps: float, limit: float, gradio_rps: float, p50: float, p99: float) -> dict:
+    def row(arch: str, rps: float) -> dict:
+        return {
+            "model": "heavy",
+            "architecture": arch,
+            "users": 32,
+            "rps": rps,
+            "p50_ms": p50,
+            "p95_ms": p99,
+            "p99_ms": p99,
+            "errors": 0,
+            "limit_samples_per_s": limit,
+        }
+
+    return {
+        "runs": [row("service", service_rps), row("gradio", gradio_rps)],
+        "scenarios": {
+            "responsiveness": [
+                {
+                    "model": "heavy",
+                    "architecture": "decoupled",
+                    "users": 32,
+                    "light_route": "/",
+                    "p50_ms": 5.0,
+                    "p99_ms": 30.0,
+                    "requests": 10,
+                    "errors": 0,
+                },
+                {
+                    "model": "heavy",
+                    "architecture": "gradio",
+                    "users": 32,
+                    "light_route": "/",
+                    "p50_ms": 500.0,
+                    "p99_ms": 2000.0,
+                    "requests": 10,
+                    "errors": 0,
+                },
+            ]
+        },
+    }
+
+
+def test_verdicts_hold_and_fail_on_the_numbers() -> None:
+    good = {v.claim: v for v in report.verdicts(_results(140, 150, 20, 200, 250))}
+    assert all(v.holds for v in good.values()), good
+    bad = {v.claim: v for v in report.verdicts(_results(100, 150, 20, 200, 400))}
+    limit_claim = next(c for c in bad if "raw batched limit" in c)
+    assert bad[limit_claim].holds is False and "(67%)" in bad[limit_claim].numbers
+    assert bad[next(c for c in bad if "6x `gradio`" in c)].holds is False
+    assert bad[next(c for c in bad if "p99 <= 1.5x p50" in c)].holds is False
+    assert bad[next(c for c in bad if "stays responsive" in c)].holds is True
+
+
+def test_open_loop_shows_a_stall_that_a_closed_loop_hides(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    target = Target("stall", url, "json", "/predict", "/health")
+    payload = tmp_path / "items.json"
+    payload.write_text(json.dumps([[1.0]]))
+    args = [sys.executable, str(ROOT / "tests" / "stall_server.py"), str(port)]
+    placement = Placement(None, None)
+    with server(args, f"{url}/health", tmp_path / "stall.log"):
+        closed = load.run(target, payload, users=1, duration=6, warmup=1, placement=placement)
+        opened = load.run(
+            target, payload, users=10, duration=6, warmup=1, placement=placement, rate=100
+        )
+    # Closed loop: the one stalled request in 50 is all it sees (p95 is fast) ...
+    assert closed.model.p95_ms < 100, closed.model
+    # ... open loop: every request scheduled during the stall waited for it.
+    assert opened.model.p95_ms >= 300, opened.model
+    assert opened.model.p99_ms >= 500, opened.model
+
+
+def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    before = {p.pid for p in psutil.process_iter()}
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        [str(BIN / "proto2prod"), "bench", "--quick", "--models", "digits", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("results.json", "report.md", "report.html", "digits-throughput.png"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    archs = {r["architecture"] for r in results["runs"]}
+    assert archs == {"limit", "gradio", "prototype", "asgi", "decoupled", "service", "mlflow"}
+    for row in results["runs"]:
+        assert {
+            "model",
+            "architecture",
+            "users",
+            "rps",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "errors",
+        } <= set(row)
+        if row["architecture"] != "limit" and row["users"] == 1:
+            assert row["errors"] == 0 and row["rps"] > 0, row
+    assert "## Verdicts" in (out / "report.md").read_text()
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    left = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid not in before
+        and any(
+            "proto2prod" in part or "locust" in part or "model_app" in part
+            for part in (p.info["cmdline"] or [])
+        )
+    ]
+    assert left == []
+
+
+def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -> None:
+    from benchmarks.targets import start
+
+    before = {p.pid for p in psutil.process_iter()}
+    home = tmp_path / "empty-home"  # no registry: the service never becomes ready
+    with pytest.raises(RuntimeError, match="exited"):
+        with start("asgi", "digits", home=home, logs=tmp_path, placement=Placement(None, None)):
+            pass
+    assert {p.pid for p in psutil.process_iter()} - before <= {os.getpid()}
