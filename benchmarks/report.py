@@ -96,6 +96,45 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
                     row["p99_ms"] <= 50,
                 )
             )
+    for up in results["scenarios"].get("update", []):
+        dec, ins = up["decoupled"], up["in_server"]
+        swap = dec["seconds_to_new_version"]
+        out.append(
+            Verdict(
+                f"{up['model']}: decoupled, a promoted version answers live with 0 failed requests "
+                f"within the poll interval + 5 s",
+                f"{dec['failed']} failed of {dec['requests']}; new version after "
+                f"{'never' if swap is None else f'{swap:.1f} s'} (poll {dec['poll_s']:g} s)",
+                dec["failed"] == 0 and swap is not None and swap <= dec["poll_s"] + 5,
+            )
+        )
+        out.append(
+            Verdict(
+                f"{up['model']}: model-in-server, a model update means a restart that clients feel",
+                f"{ins['failed']} failed of {ins['requests']}; "
+                f"{ins['seconds_without_service']:.1f} s without a successful answer",
+                ins["failed"] > 0 or ins["seconds_without_service"] > 1.0,
+            )
+        )
+    for mem in results["scenarios"].get("memory", []):
+        top = mem["rows"][-1]
+        out.append(
+            Verdict(
+                f"{mem['model']}: {top['n']} thin front ends + 1 service use <= 50 % of the "
+                f"memory of {top['n']} model-in-server replicas",
+                f"{top['decoupled_mb']:.0f} MB vs {top['in_server_mb']:.0f} MB "
+                f"({top['ratio']:.0%})",
+                top["ratio"] <= 0.5,
+            )
+        )
+        out.append(
+            Verdict(
+                f"{mem['model']}: the remote-mode front end stays <= 300 MB",
+                f"{mem['front_end_mb']:.0f} MB (a replica with the model: "
+                f"{mem['in_server_replica_mb']:.0f} MB; the service: {mem['service_mb']:.0f} MB)",
+                mem["front_end_mb"] <= 300,
+            )
+        )
     return out
 
 
@@ -132,6 +171,56 @@ def charts(results: dict[str, Any], out: Path) -> list[Path]:
         left.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"{model}-throughput.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    for up in results["scenarios"].get("update", []):
+        fig, axes = plt.subplots(2, 1, figsize=(11, 4.5), sharex=True)
+        for ax, (key, label) in zip(
+            axes,
+            (("in_server", "model-in-server (restart)"), ("decoupled", "decoupled (live swap)")),
+            strict=True,
+        ):
+            events = up[key]["timeline"]
+            for version, colour in ((up["from"], "tab:blue"), (up["to"], "tab:green")):
+                ts = [t for t, ok, v in events if ok and v == version]
+                ax.scatter(ts, [1] * len(ts), s=4, color=colour, label=f"version {version}")
+            failed = [t for t, ok, _ in events if not ok]
+            ax.scatter(failed, [0] * len(failed), s=8, color="tab:red", label="failed")
+            ax.axvline(0, color="grey", linestyle="--")
+            ax.set(yticks=[0, 1], yticklabels=["failed", "ok"], title=label)
+            ax.legend(fontsize=7, loc="right")
+        axes[-1].set_xlabel("seconds since the new version was promoted")
+        fig.tight_layout()
+        path = out / f"{up['model']}-update.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    for mem in results["scenarios"].get("memory", []):
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ns = [r["n"] for r in mem["rows"]]
+        width = 0.38
+        ax.bar(
+            [n - width / 2 for n in range(len(ns))],
+            [r["in_server_mb"] for r in mem["rows"]],
+            width,
+            label="N web processes with the model",
+        )
+        ax.bar(
+            [n + width / 2 for n in range(len(ns))],
+            [r["decoupled_mb"] for r in mem["rows"]],
+            width,
+            label="N thin front ends + 1 service",
+        )
+        ax.set(
+            xticks=range(len(ns)),
+            xticklabels=[f"N={n}" for n in ns],
+            ylabel="MB resident",
+            title=f"{mem['model']}: memory",
+        )
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"{mem['model']}-memory.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
@@ -195,6 +284,40 @@ def markdown(results: dict[str, Any], chart_paths: list[Path]) -> str:
             f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
             for r in resp
         ]
+    for up in results["scenarios"].get("update", []):
+        dec, ins = up["decoupled"], up["in_server"]
+        lines += [
+            "",
+            f"## Model update under load: {up['model']} {up['from']} -> {up['to']}",
+            "",
+            "| architecture | failed requests | answered | seconds without service "
+            "| seconds until the new version answers |",
+            "|---|---|---|---|---|",
+            f"| model-in-server (restart) | {ins['failed']} | {ins['requests']} "
+            f"| {ins['seconds_without_service']:.1f} | {_s(ins['seconds_to_new_version'])} |",
+            f"| decoupled (live swap, poll {dec['poll_s']:g} s) | {dec['failed']} "
+            f"| {dec['requests']} | 0.0 | {_s(dec['seconds_to_new_version'])} |",
+        ]
+    for mem in results["scenarios"].get("memory", []):
+        lines += [
+            "",
+            f"## Memory: {mem['model']} (resident, whole process trees)",
+            "",
+            "| N | N web processes with the model (MB) | N thin front ends + 1 service (MB) "
+            "| ratio |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['n']} | {r['in_server_mb']:.0f} | {r['decoupled_mb']:.0f} | {r['ratio']:.0%} |"
+            for r in mem["rows"]
+        ]
+        lines += [
+            "",
+            f"One service: {mem['service_mb']:.0f} MB; one thin front end: "
+            f"{mem['front_end_mb']:.0f} MB; one replica with the model: "
+            f"{mem['in_server_replica_mb']:.0f} MB. RSS counts shared pages in each "
+            "process, so both sides are over-counted alike.",
+        ]
     lines += ["", "## Charts", ""] + [f"![{p.stem}]({p.name})" for p in chart_paths]
     lines += [
         "",
@@ -208,6 +331,10 @@ def markdown(results: dict[str, Any], chart_paths: list[Path]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _s(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.1f}"
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:

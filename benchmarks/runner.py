@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import load, targets
+from benchmarks import load, scenarios, targets
 from benchmarks.targets import IMAGE_ONLY, Placement
 
 ARCHITECTURES = ["gradio", "prototype", "asgi", "decoupled", "service", "mlflow"]
@@ -43,6 +43,9 @@ class Plan:
     rate: float = 0.0
     payload: str = "png"
     quick: bool = False
+    scenarios: list[str] = field(default_factory=lambda: ["update", "memory"])
+    update_seconds: float = 30.0
+    memory_counts: tuple[int, ...] = (1, 2, 4)
 
     @classmethod
     def quick_plan(cls, models: list[str]) -> Plan:
@@ -145,7 +148,7 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": [],
         "limits": [],
-        "scenarios": {"responsiveness": []},
+        "scenarios": {"responsiveness": [], "update": [], "memory": []},
     }
     with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
         home = Path(tmp) / "home"
@@ -194,6 +197,27 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                                     "errors": point.light.errors,
                                 }
                             )
+            if "update" in plan.scenarios and image:
+                say(f"{model}: promoting version 2 under load (restart vs live swap)")
+                results["scenarios"]["update"].append(
+                    scenarios.update(
+                        model,
+                        "1",
+                        "2",
+                        payload,
+                        home=home,
+                        logs=logs,
+                        placement=placement,
+                        seconds=plan.update_seconds,
+                    )
+                )
+            if "memory" in plan.scenarios and image:
+                say(f"{model}: resident memory of N replicas, both ways")
+                results["scenarios"]["memory"].append(
+                    scenarios.memory(
+                        model, home=home, logs=logs, placement=placement, counts=plan.memory_counts
+                    )
+                )
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results

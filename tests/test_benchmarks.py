@@ -120,7 +120,14 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for name in ("results.json", "report.md", "report.html", "digits-throughput.png"):
+    for name in (
+        "results.json",
+        "report.md",
+        "report.html",
+        "digits-throughput.png",
+        "digits-update.png",
+        "digits-memory.png",
+    ):
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())
     archs = {r["architecture"] for r in results["runs"]}
@@ -138,7 +145,13 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
         } <= set(row)
         if row["architecture"] != "limit" and row["users"] == 1:
             assert row["errors"] == 0 and row["rps"] > 0, row
-    assert "## Verdicts" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "## Verdicts" in text and "## Model update under load" in text and "## Memory" in text
+    update = results["scenarios"]["update"][0]
+    assert update["decoupled"]["failed"] == 0 and update["decoupled"]["seconds_to_new_version"]
+    assert update["in_server"]["seconds_without_service"] > 0
+    memory = results["scenarios"]["memory"][0]
+    assert [r["n"] for r in memory["rows"]] == [1, 2] and memory["service_mb"] > 0
     assert "data:image/png;base64," in (out / "report.html").read_text()
     left = [
         p
@@ -161,3 +174,60 @@ def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -
         with start("asgi", "digits", home=home, logs=tmp_path, placement=Placement(None, None)):
             pass
     assert {p.pid for p in psutil.process_iter()} - before <= {os.getpid()}
+
+
+def test_update_timeline_arithmetic(tmp_path: Path) -> None:
+    from benchmarks.scenarios import Timeline
+
+    log = tmp_path / "versions.csv"
+    log.write_text("99.0,1,1\n100.5,1,1\n101.0,0,\n102.0,0,\n104.5,1,2\n105.0,1,2\n")
+    line = Timeline.read(log, t0=100.0)
+    assert line.failed == 2
+    assert line.first("2") == pytest.approx(4.5)
+    assert line.gap() == pytest.approx(4.0)  # 100.5 -> 104.5 without a successful answer
+    assert line.first("3") is None
+
+
+def test_update_and_memory_verdicts() -> None:
+    results = {
+        "runs": [],
+        "scenarios": {
+            "update": [
+                {
+                    "model": "heavy",
+                    "from": "1",
+                    "to": "2",
+                    "decoupled": {
+                        "failed": 0,
+                        "requests": 900,
+                        "seconds_to_new_version": 6.2,
+                        "poll_s": 5.0,
+                        "timeline": [],
+                    },
+                    "in_server": {
+                        "failed": 40,
+                        "requests": 300,
+                        "seconds_without_service": 14.0,
+                        "seconds_to_new_version": 15.0,
+                        "timeline": [],
+                    },
+                }
+            ],
+            "memory": [
+                {
+                    "model": "heavy",
+                    "service_mb": 600,
+                    "front_end_mb": 250,
+                    "in_server_replica_mb": 900,
+                    "rows": [{"n": 4, "in_server_mb": 3600, "decoupled_mb": 1600, "ratio": 0.44}],
+                }
+            ],
+        },
+    }
+    found = {v.claim: v for v in report.verdicts(results)}
+    assert all(v.holds for v in found.values()), found
+    results["scenarios"]["update"][0]["decoupled"]["failed"] = 1
+    results["scenarios"]["memory"][0]["rows"][0]["ratio"] = 0.6
+    found = {v.claim: v for v in report.verdicts(results)}
+    assert found[next(c for c in found if "answers live" in c)].holds is False
+    assert found[next(c for c in found if "<= 50 % of the memory" in c)].holds is False

@@ -289,6 +289,9 @@ def bench(
         float, typer.Option(help="Open loop: requests/s scheduled; 0: closed loop.")
     ] = 0.0,
     payload: Annotated[str, typer.Option(help="png (base64, as browsers upload) or json.")] = "png",
+    scenarios: Annotated[
+        str, typer.Option(help="Beyond throughput: update, memory (comma-separated, or none).")
+    ] = "update,memory",
     quick: Annotated[
         bool, typer.Option(help="Seconds per point, users 1 and 8 (smoke test).")
     ] = False,
@@ -327,6 +330,9 @@ def bench(
             else runner.Plan(models=names, users=counts, duration=duration, warmup=warmup)
         )
         plan.architectures, plan.workers, plan.rate, plan.payload = archs, workers, rate, payload
+        plan.scenarios = [x.strip() for x in scenarios.split(",") if x.strip() not in ("", "none")]
+        if set(plan.scenarios) - {"update", "memory"}:
+            raise ValueError(f"--scenarios {scenarios!r}: choose from update, memory, none")
         folder = out or Path("reports") / _time.strftime("%Y%m%d-%H%M%S")
     with console.status("benchmark starting") as status:
         results = runner.run(plan, folder, lambda text: status.update(text) or console.log(text))

@@ -1,0 +1,258 @@
+"""Scenarios beyond throughput: a model update under load, and memory per replica.
+
+Update: clients loop (Locust) while a new version is promoted. Model-in-server needs a
+restart of the web process (measured: failed requests, seconds without a successful
+answer); decoupled, the service swaps live (failed requests, seconds until the new version
+answers). Memory: the resident memory of N model-in-server web processes against N thin
+front ends plus one service.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import load
+from benchmarks.targets import BIN, Placement, Target, free_port, kill, process, wait_http
+
+UPDATE_POLL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What the clients saw: (seconds since the action, ok, version) per answer."""
+
+    events: list[tuple[float, bool, str]]
+
+    @classmethod
+    def read(cls, log: Path, t0: float) -> Timeline:
+        events = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            t, ok, version = line.split(",", 2)
+            events.append((float(t) - t0, ok == "1", version))
+        return cls(sorted(events))
+
+    @property
+    def failed(self) -> int:
+        return sum(not ok for _, ok, _ in self.events)
+
+    def first(self, version: str) -> float | None:
+        return next((t for t, ok, v in self.events if ok and v == version and t >= 0), None)
+
+    def gap(self) -> float:
+        """The longest stretch after the action without a successful answer."""
+        times = [t for t, ok, _ in self.events if ok]
+        after = [t for t in times if t >= 0]
+        before = [t for t in times if t < 0]
+        points = ([before[-1]] if before else []) + after
+        return max((b - a for a, b in zip(points, points[1:], strict=False)), default=0.0)
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PROTO2PROD_HOME": str(home),
+        "PROTO2PROD_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        **extra,
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _p2p(*args: str) -> list[str]:
+    return [sys.executable, "-m", "proto2prod.cli", *args]
+
+
+def _promote(home: Path, model: str, version: str) -> None:
+    subprocess.run(_p2p("promote", model, version), env=_env(home), check=True, capture_output=True)
+
+
+def _under_load(
+    target: Target,
+    payload: Path,
+    log: Path,
+    seconds: float,
+    placement: Placement,
+    action_at: float,
+    action: Any,
+) -> float:
+    """Loop 8 clients on `target` for `seconds`; run `action` after `action_at` seconds."""
+    log.unlink(missing_ok=True)
+    worker = threading.Thread(
+        target=load.run,
+        args=(target, payload),
+        kwargs={
+            "users": 8,
+            "duration": seconds,
+            "warmup": 0.0,
+            "placement": placement,
+            "version_log": log,
+        },
+    )
+    worker.start()
+    time.sleep(action_at)
+    t0 = time.time()
+    action()
+    worker.join()
+    return t0
+
+
+def update(
+    model: str,
+    old: str,
+    new: str,
+    payload: Path,
+    *,
+    home: Path,
+    logs: Path,
+    placement: Placement,
+    seconds: float = 30.0,
+) -> dict[str, Any]:
+    """Promote `new` while clients loop, for both architectures."""
+    results: dict[str, Any] = {"model": model, "from": old, "to": new}
+    env = _env(home, PROTO2PROD_POLL_S=str(UPDATE_POLL_S))
+    ref = f"{model}@production"
+    _promote(home, model, old)
+    # Decoupled: the service follows the alias.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(
+        placement.server(_p2p("serve", ref, "--port", str(port))),
+        f"{url}/readyz",
+        logs / f"{model}-update-service.log",
+        env,
+    ):
+        target = Target("service", url, "json", "/predict", "/livez")
+        log = logs / f"{model}-update-decoupled.csv"
+        t0 = _under_load(
+            target, payload, log, seconds, placement, 5.0, lambda: _promote(home, model, new)
+        )
+        line = Timeline.read(log, t0)
+        results["decoupled"] = {
+            "failed": line.failed,
+            "requests": len(line.events),
+            "seconds_to_new_version": line.first(new),
+            "poll_s": UPDATE_POLL_S,
+            "timeline": line.events,
+        }
+    # Model-in-server: the web process holds the model, so it restarts to change it.
+    _promote(home, model, old)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    module = {"digits": "examples.digits", "heavy": "examples.heavy", "wine": "examples.tabular"}
+    args = placement.server(_p2p("prototype", module[model], "--model", ref, "--port", str(port)))
+    box: dict[str, subprocess.Popen[bytes]] = {}
+
+    def restart() -> None:
+        _promote(home, model, new)
+        kill(box["proc"])
+        with (logs / f"{model}-update-inserver-2.log").open("wb") as out:
+            box["proc"] = subprocess.Popen(
+                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_http(url, box["proc"], logs / f"{model}-update-inserver-2.log")
+
+    with (logs / f"{model}-update-inserver.log").open("wb") as out:
+        box["proc"] = subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_http(url, box["proc"], logs / f"{model}-update-inserver.log")
+        target = Target("prototype", url, "gradio", "predict", "/")
+        log = logs / f"{model}-update-inserver.csv"
+        t0 = _under_load(target, payload, log, seconds, placement, 5.0, restart)
+        line = Timeline.read(log, t0)
+        results["in_server"] = {
+            "failed": line.failed,
+            "requests": len(line.events),
+            "seconds_without_service": line.gap(),
+            "seconds_to_new_version": line.first(new),
+            "timeline": line.events,
+        }
+    finally:
+        kill(box["proc"])
+    return results
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+
+def memory(
+    model: str, *, home: Path, logs: Path, placement: Placement, counts: tuple[int, ...] = (1, 2, 4)
+) -> dict[str, Any]:
+    """Resident memory (whole process trees) of N replicas, both ways."""
+    env = _env(home)
+    ref = f"{model}@production"
+    module = {"digits": "examples.digits", "heavy": "examples.heavy", "wine": "examples.tabular"}
+    top = max(counts)
+    with ExitStack() as stack:
+        fat = []
+        for i in range(top):
+            port = free_port()
+            args = placement.server(
+                _p2p("prototype", module[model], "--model", ref, "--port", str(port))
+            )
+            fat.append(
+                stack.enter_context(
+                    process(args, f"http://127.0.0.1:{port}", logs / f"{model}-mem-fat{i}.log", env)
+                )
+            )
+        fat_mb = [_rss_mb(pid) for pid in fat]
+    with ExitStack() as stack:
+        port = free_port()
+        svc_url = f"http://127.0.0.1:{port}"
+        svc = stack.enter_context(
+            process(
+                placement.server(_p2p("serve", ref, "--port", str(port))),
+                f"{svc_url}/readyz",
+                logs / f"{model}-mem-svc.log",
+                env,
+            )
+        )
+        thin = []
+        for i in range(top):
+            port = free_port()
+            args = placement.server(_p2p("prototype", "--backend", svc_url, "--port", str(port)))
+            thin.append(
+                stack.enter_context(
+                    process(
+                        args, f"http://127.0.0.1:{port}", logs / f"{model}-mem-thin{i}.log", env
+                    )
+                )
+            )
+        service_mb = _rss_mb(svc)
+        thin_mb = [_rss_mb(pid) for pid in thin]
+    rows = []
+    for n in counts:
+        in_server = sum(fat_mb[:n])
+        decoupled = sum(thin_mb[:n]) + service_mb
+        rows.append(
+            {
+                "n": n,
+                "in_server_mb": round(in_server, 1),
+                "decoupled_mb": round(decoupled, 1),
+                "ratio": round(decoupled / in_server, 3),
+            }
+        )
+    return {
+        "model": model,
+        "service_mb": round(service_mb, 1),
+        "front_end_mb": round(max(thin_mb), 1),
+        "in_server_replica_mb": round(max(fat_mb), 1),
+        "rows": rows,
+    }
