@@ -179,3 +179,23 @@ def test_a_pickle_disguised_as_weights_is_refused_unrun(
     assert runtime.current.version == serving  # type: ignore[union-attr]
     assert f"digits/{bad} cannot be loaded" in (runtime.last_swap_error or "")
     assert not marker.exists()
+
+
+def test_registry_down_and_nothing_cached_is_live_but_not_ready(
+    tmp_path: Path, digits: Definition
+) -> None:
+    from tests.processes import free_port
+
+    settings = Settings.from_env(
+        {
+            "PROTO2PROD_HOME": str(tmp_path / "home"),
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+            "PROTO2PROD_REGISTRY_RETRIES": "0",
+        }
+    )
+    rt = ModelRuntime(settings, ServiceSettings(model="digits@production"), digits)
+    rt.start()
+    meta = rt.metadata()
+    assert not rt.ready and meta["registry_reachable"] is False
+    assert "registry unreachable" in meta["not_ready_reason"]
+    assert "no cached version of digits@production" in meta["not_ready_reason"]
