@@ -23,6 +23,7 @@ from benchmarks import load, scenarios, targets
 from benchmarks.targets import IMAGE_ONLY, Placement
 
 ARCHITECTURES = ["gradio", "prototype", "asgi", "decoupled", "service", "mlflow"]
+IMAGE_MODELS = {"digits", "heavy"}
 EXAMPLES = {
     "digits": "examples.digits:Digits",
     "heavy": "examples.heavy:Shapes",
@@ -46,6 +47,16 @@ class Plan:
     scenarios: list[str] = field(default_factory=lambda: ["update", "memory"])
     update_seconds: float = 30.0
     memory_counts: tuple[int, ...] = (1, 2, 4)
+
+    def steps(self) -> int:
+        """How many progress messages `run` says: one per step, for a progress bar."""
+        total = 0
+        for model in self.models:
+            image = model in IMAGE_MODELS
+            total += 1 + (len(self.scenarios) if image else 0)
+            for arch in self.architectures:
+                total += 1 if arch in IMAGE_ONLY and not image else 2 + len(self.users)
+        return total
 
     @classmethod
     def quick_plan(cls, models: list[str]) -> Plan:
@@ -155,7 +166,7 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
         register(plan.models, home, plan.quick, say)
         for model in plan.models:
             payload = write_payload(model, plan.payload, Path(tmp))
-            image = model in ("digits", "heavy")
+            image = model in IMAGE_MODELS
             for arch in plan.architectures:
                 if arch in IMAGE_ONLY and not image:
                     say(f"{model}: skipping {arch} (it is called through an image upload)")
@@ -184,6 +195,7 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                         row = _run_row(model, arch, users, point.model.rps, point)
                         row["limit_samples_per_s"] = max(limit.values())
                         results["runs"].append(row)
+                        _save(results, out)  # a stopped run keeps what it measured
                         if light and point.light is not None:
                             results["scenarios"]["responsiveness"].append(
                                 {
@@ -219,8 +231,14 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                     )
                 )
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    _save(results, out)
     return results
+
+
+def _save(results: dict[str, Any], out: Path) -> None:
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(out / "results.json")
 
 
 def _run_row(

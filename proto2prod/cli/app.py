@@ -334,8 +334,22 @@ def bench(
         if set(plan.scenarios) - {"update", "memory"}:
             raise ValueError(f"--scenarios {scenarios!r}: choose from update, memory, none")
         folder = out or Path("reports") / _time.strftime("%Y%m%d-%H%M%S")
-    with console.status("benchmark starting") as status:
-        results = runner.run(plan, folder, lambda text: status.update(text) or console.log(text))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("benchmark", total=plan.steps())
+
+        def say(text: str) -> None:
+            progress.update(task, description=text, advance=1)
+            progress.console.log(text)
+
+        results = runner.run(plan, folder, say)
     files = report.write(results, folder)
     console.print(f"report: {folder / 'report.md'} ({len(files)} files)")
     for verdict in report.verdicts(results):
