@@ -13,6 +13,7 @@ No `from __future__ import annotations` here: BentoML reads the real types of `p
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 from typing import Annotated, Any
@@ -138,6 +139,14 @@ class ModelService:
 
     async def _poll(self) -> None:
         await asyncio.to_thread(self.runtime.start)
+        # Start-up leaves a million long-lived objects (torch, MLflow, pydantic, BentoML); a
+        # full collection walks them all and stalls every request in flight for hundreds of
+        # ms. Frozen, they are never scanned again.
+        # Per-request garbage is young and short-lived: collect it in larger, rarer sweeps
+        # (measured on digits at 32 users: p99 400 -> 54 ms, max 643 -> 86 ms).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         failures = 0
         while True:
             await asyncio.sleep(self.runtime.next_poll_in(failures))
