@@ -47,11 +47,14 @@ class Timeline:
         return next((t for t, ok, v in self.events if ok and v == version and t >= 0), None)
 
     def gap(self) -> float:
-        """The longest stretch after the action without a successful answer."""
+        """The longest stretch after the action without a successful answer (until the
+        end of the run if service never came back)."""
         times = [t for t, ok, _ in self.events if ok]
-        after = [t for t in times if t >= 0]
         before = [t for t in times if t < 0]
-        points = ([before[-1]] if before else []) + after
+        points = ([before[-1]] if before else [0.0]) + [t for t in times if t >= 0]
+        end = max((t for t, _, _ in self.events), default=0.0)
+        if points[-1] < end and not any(ok for t, ok, _ in self.events if t > points[-1]):
+            points.append(end)  # failures only after the last success
         return max((b - a for a, b in zip(points, points[1:], strict=False)), default=0.0)
 
 
@@ -75,7 +78,16 @@ def _p2p(*args: str) -> list[str]:
 
 
 def _promote(home: Path, model: str, version: str) -> None:
-    subprocess.run(_p2p("promote", model, version), env=_env(home), check=True, capture_output=True)
+    """`proto2prod promote`, retried: the embedded SQLite store can be briefly locked by the
+    service's poller reading it."""
+    for attempt in range(3):
+        done = subprocess.run(
+            _p2p("promote", model, version), env=_env(home), capture_output=True, text=True
+        )
+        if done.returncode == 0:
+            return
+        time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError(f"promoting {model}/{version} failed: {done.stderr.strip()}")
 
 
 def _under_load(

@@ -110,7 +110,7 @@ def promote(
     """Point an alias at a version (services following the alias pick it up)."""
     with user_errors():
         previous = _registry().promote(name, version, alias)
-    before = f" (was version {previous})" if previous else ""
+    before = f" (was version {previous})" if previous and previous != str(version) else ""
     console.print(f"{name}@{alias} -> version {version}{before}")
 
 
