@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from proto2prod.processes import free_port, kill, spawn, wait_http
+
+__all__ = ["Placement", "Target", "free_port", "kill", "process", "start", "wait_http"]
 
 BIN = Path(sys.executable).parent
 IMAGE_ONLY = {"gradio", "prototype", "decoupled"}  # called through Gradio's upload route
@@ -61,47 +61,9 @@ class Placement:
         return f"servers on cpu {self.server_cpus}, load generator on cpu {self.load_cpus}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited:\n{tail}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} was not ready after {timeout:.0f}s; see {log}")
-
-
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @contextlib.contextmanager
 def process(args: list[str], ready: str, log: Path, env: dict[str, str]) -> Iterator[int]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    proc = spawn(args, log, env)
     try:
         wait_http(ready, proc, log)
         yield proc.pid

@@ -27,6 +27,13 @@ TAG = "proto2prod"
 HISTORY_KEEP = 50
 
 
+def _mlflow_error() -> type[Exception]:
+    """MLflow's exception class, imported when an `except` clause needs it."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
 def history_tag(alias: str) -> str:
     return f"{TAG}.alias.{alias}.history"
 
@@ -145,7 +152,7 @@ class Registry:
         with self.errors(f"looking up model '{name}'"):
             try:
                 self.client.get_registered_model(name)
-            except Exception as exc:
+            except _mlflow_error() as exc:
                 if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
                     raise ModelNotFound(
                         f"no model named '{name}' in the registry at {self.uri}; "
@@ -161,7 +168,7 @@ class Registry:
             if ref.alias:
                 try:
                     mv = self.client.get_model_version_by_alias(ref.name, ref.alias)
-                except Exception as exc:
+                except _mlflow_error() as exc:
                     if "alias" in str(exc) and "not found" in str(exc):
                         raise ModelNotFound(
                             f"model '{ref.name}' has no alias '{ref.alias}'; set it with: "
@@ -171,7 +178,7 @@ class Registry:
             elif ref.version:
                 try:
                     mv = self.client.get_model_version(ref.name, ref.version)
-                except Exception as exc:
+                except _mlflow_error() as exc:
                     if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
                         raise ModelNotFound(
                             f"model '{ref.name}' has no version {ref.version}; list them with: "

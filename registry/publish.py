@@ -21,7 +21,7 @@ from typing import Any
 from proto2prod.definition import Definition
 from proto2prod.errors import RegistryError
 from proto2prod.model import Trained
-from registry.client import TAG, Registry
+from registry.client import TAG, Registry, _mlflow_error
 from registry.reference import check_alias
 
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
@@ -141,7 +141,7 @@ def publish(
     if alias is not None:
         try:
             registry.promote(model.name, version, alias)
-        except Exception as exc:
+        except Exception as exc:  # whatever failed, undo the version, then re-raise
             # Leave no version behind that the caller was told failed.
             with registry.errors(f"removing half-registered {model.name}/{version}"):
                 client.delete_model_version(model.name, version)
@@ -157,7 +157,7 @@ def _register(registry: Registry, name: str, info: Any, run_id: str, tags: dict[
     client = registry.client
     try:
         client.get_registered_model(name)
-    except Exception as exc:
+    except _mlflow_error() as exc:
         if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
             raise
         client.create_registered_model(name, description=f"proto2prod model '{name}'")

@@ -31,7 +31,7 @@ def test_demo_trains_registers_serves_and_answers(tmp_path: Path) -> None:
     assert f"UI:       http://127.0.0.1:{ui_port}" in done.stdout
     # Nothing it started is left: no service process, and the port is free again.
     for p in (port, ui_port):
-        leftovers = subprocess.run(["pgrep", "-f", f"--port {p}"], capture_output=True)
+        leftovers = subprocess.run(["pgrep", "-f", "--", f"--port {p}( |$)"], capture_output=True)
         assert leftovers.stdout == b""
         assert p == _bind(p)
 

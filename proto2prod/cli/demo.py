@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import typer
 
 from proto2prod.cli.output import console, err_console
+from proto2prod.processes import kill, spawn, wait_http
 
 EXAMPLE = "examples.digits:Digits"
 
@@ -38,37 +38,6 @@ def port_or_free(port: int) -> int:
     return free
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[3]} exited with code {proc.returncode}; see its log")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the service at {url} was not ready after {timeout:.0f}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def run_demo(port: int, ui_port: int, once: bool) -> None:
     import httpx
 
@@ -83,11 +52,11 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
     logs = Path(os.environ.get("PROTO2PROD_HOME", ".proto2prod"))
     logs.mkdir(parents=True, exist_ok=True)
     console.print(f"starting the service on digits@production at {url} (log: {logs}/)")
-    service = start([*p2p, "serve", "digits@production", "--port", str(port)],
+    service = spawn([*p2p, "serve", "digits@production", "--port", str(port)],
                     logs / "demo-service.log")  # fmt: skip
     ui: subprocess.Popen[bytes] | None = None
     try:
-        wait_ready(f"{url}/readyz", service)
+        wait_http(f"{url}/readyz", service, logs / "demo-service.log", timeout=180)
         example = load_definition(EXAMPLE, check=False).model.examples()[2]
         body = json.dumps({"inputs": [example]}, separators=(",", ":"))
         answer = httpx.post(f"{url}/predict", content=body, timeout=30,
@@ -101,9 +70,9 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
         console.print(curl, soft_wrap=True, highlight=False, markup=False)
         console.print(answer.text, soft_wrap=True, highlight=False, markup=False)
         console.print("\nstarting the Gradio prototype in remote mode, in front of the service")
-        ui = start([*p2p, "prototype", "--backend", url, "--port", str(ui_port)],
+        ui = spawn([*p2p, "prototype", "--backend", url, "--port", str(ui_port)],
                    logs / "demo-ui.log")  # fmt: skip
-        wait_ready(ui_url, ui)
+        wait_http(ui_url, ui, logs / "demo-ui.log", timeout=180)
         console.print(f"\nservice:  {url}  (docs {url}/docs, metadata {url}/metadata)")
         console.print(f"UI:       {ui_url}  (Gradio, answers from the service)")
         if once:
@@ -117,7 +86,7 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
     finally:
         for proc in (ui, service):
             if proc is not None:
-                stop(proc)
+                kill(proc, grace=20)
 
 
 def demo(
