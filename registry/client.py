@@ -160,8 +160,9 @@ class Registry:
                     ) from None
                 raise
 
-    def resolve(self, ref: ModelRef | str) -> VersionInfo:
-        """The concrete version a reference points to now."""
+    def resolve(self, ref: ModelRef | str, *, with_metrics: bool = True) -> VersionInfo:
+        """The concrete version a reference points to now (`with_metrics=False` skips the
+        run lookup: a service polling the alias needs only the version)."""
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
         self._model_exists(ref.name)
         with self.errors(f"resolving {ref}"):
@@ -192,7 +193,7 @@ class Registry:
                 if not found:
                     raise ModelNotFound(f"model '{ref.name}' has no versions")
                 mv = found[0]
-        return self._info(mv, resolved_from=str(ref))
+        return self._info(mv, resolved_from=str(ref), with_metrics=with_metrics)
 
     def versions(self, name: str, *, with_metrics: bool = True) -> list[VersionInfo]:
         """All versions of `name`, newest first."""

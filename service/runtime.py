@@ -185,7 +185,7 @@ class ModelRuntime:
         with self._lock:
             self.last_check = _now()
             try:
-                info = self.registry.resolve(self.ref)
+                info = self.registry.resolve(self.ref, with_metrics=False)
             except RegistryUnavailable as exc:
                 self.registry_reachable = False
                 self.last_error = str(exc)
