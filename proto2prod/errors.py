@@ -97,3 +97,16 @@ class IntegrityError(RegistryError):
 
 class IncompatibleVersion(RegistryError):
     status = 409
+
+
+class DeviceUnavailable(Proto2ProdError):
+    """A GPU was required (`PROTO2PROD_REQUIRE_GPU=1`) and torch sees none."""
+
+    status = 503
+
+
+def gpu_required_message() -> str:
+    return (
+        "PROTO2PROD_REQUIRE_GPU=1 but torch sees no CUDA device; install a CUDA build of "
+        "torch on a GPU machine, or unset PROTO2PROD_REQUIRE_GPU to run on the CPU"
+    )

@@ -125,7 +125,8 @@ class ServiceSettings:
     max_queue: int = 1024
     """`PROTO2PROD_MAX_QUEUE`: items waiting for the model past which requests get 503."""
     max_concurrency: int = 512
-    """`PROTO2PROD_MAX_CONCURRENCY`: requests in the server at once (BentoML's traffic limit)."""
+    """`PROTO2PROD_MAX_CONCURRENCY`: `/predict` requests in the server at once; the next
+    one gets 429 with `Retry-After`."""
     timeout_s: float = 30.0
     """`PROTO2PROD_TIMEOUT_S`: a request waiting longer for the model gets 504."""
     device: str | None = None
@@ -138,6 +139,9 @@ class ServiceSettings:
     """`PROTO2PROD_TORCH_THREADS`: torch intra-op threads (0: torch's default)."""
     access_log: bool = False
     """`PROTO2PROD_ACCESS_LOG`: BentoML's per-request access log (costs CPU per request)."""
+    drain_s: float = 2.0
+    """`PROTO2PROD_DRAIN_S`: on SIGTERM, how long `/readyz` says 503 while requests are
+    still served, so a load balancer stops sending before the server stops listening."""
 
     @property
     def wants_gpu(self) -> bool:
@@ -176,6 +180,7 @@ class ServiceSettings:
             half=_bool(env, "PROTO2PROD_HALF", False),
             torch_threads=_int(env, "PROTO2PROD_TORCH_THREADS", 0),
             access_log=_bool(env, "PROTO2PROD_ACCESS_LOG", False),
+            drain_s=_float(env, "PROTO2PROD_DRAIN_S", 2.0, zero_ok=True),
         )
 
 

@@ -106,11 +106,17 @@ def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
     try:
         with registry.errors(f"downloading {info.name}/{info.version}"):
             location = _artifact_location(registry, info)
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{location}/artifacts/{WEIGHTS}",
-                dst_path=str(staging),
-                tracking_uri=registry.uri,
-            )
+            try:
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{location}/artifacts/{WEIGHTS}",
+                    dst_path=str(staging),
+                    tracking_uri=registry.uri,
+                )
+            except OSError as exc:  # a local artifact store whose file is gone
+                raise IntegrityError(
+                    f"{info.name}/{info.version}: {WEIGHTS} is missing from the artifact store "
+                    f"({type(exc).__name__}: {exc}); publish the version again"
+                ) from None
         verify(staging / WEIGHTS, info.sha256[WEIGHTS], what=f"{info.name}/{info.version}")
         (staging / "version.json").write_text(json.dumps(_describe(info), indent=2))
         staging.rename(target)

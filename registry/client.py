@@ -1,7 +1,8 @@
 """The MLflow model registry, as proto2prod uses it: versions, aliases, resolving references.
 
 Aliases, never the deprecated stages. Promote moves an alias and records where it pointed
-before (a registered-model tag), so rollback can move it back: MLflow keeps no history.
+before (a registered-model tag), so rollback can move it back, and appends the move with
+its time to a second tag, the alias's log: MLflow keeps no history of aliases.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 TAG = "proto2prod"
 HISTORY_KEEP = 50
+LOG_KEEP = 30  # a tag value holds a few kB; 30 moves of ~90 characters fit
 
 
 def _mlflow_error() -> type[Exception]:
@@ -36,6 +39,10 @@ def _mlflow_error() -> type[Exception]:
 
 def history_tag(alias: str) -> str:
     return f"{TAG}.alias.{alias}.history"
+
+
+def log_tag(alias: str) -> str:
+    return f"{TAG}.alias.{alias}.log"
 
 
 @dataclass(frozen=True)
@@ -235,9 +242,26 @@ class Registry:
         )
 
     def alias_history(self, name: str, alias: str) -> list[str]:
+        """Versions the alias pointed at before, oldest first (what rollback pops)."""
         with self.errors(f"reading the history of {name}@{alias}"):
             tags = self.client.get_registered_model(name).tags or {}
         return list(json.loads(tags.get(history_tag(alias), "[]")))
+
+    def alias_log(self, name: str, alias: str) -> list[dict[str, str | None]]:
+        """Every move of the alias, oldest first: `{"at", "action", "from", "to"}`."""
+        with self.errors(f"reading the log of {name}@{alias}"):
+            tags = self.client.get_registered_model(name).tags or {}
+        return list(json.loads(tags.get(log_tag(alias), "[]")))
+
+    def _log_move(self, name: str, alias: str, action: str, old: str | None, new: str) -> None:
+        entry = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "action": action,
+            "from": old,
+            "to": new,
+        }
+        entries = (self.alias_log(name, alias) + [entry])[-LOG_KEEP:]
+        self.client.set_registered_model_tag(name, log_tag(alias), json.dumps(entries))
 
     # -- writing --------------------------------------------------------------------------
     def promote(self, name: str, version: str | int, alias: str = "production") -> str | None:
@@ -250,6 +274,8 @@ class Registry:
                 history = (self.alias_history(name, alias) + [previous])[-HISTORY_KEEP:]
                 self.client.set_registered_model_tag(name, history_tag(alias), json.dumps(history))
             self.client.set_registered_model_alias(name, alias, target.version)
+            if previous != target.version:
+                self._log_move(name, alias, "promote", previous, target.version)
         return previous
 
     def rollback(self, name: str, alias: str = "production") -> tuple[str, str]:
@@ -268,6 +294,7 @@ class Registry:
         with self.errors(f"rolling back {name}@{alias}"):
             self.client.set_registered_model_alias(name, alias, previous)
             self.client.set_registered_model_tag(name, history_tag(alias), json.dumps(history))
+            self._log_move(name, alias, "rollback", current, previous)
         return current, previous
 
     def _current(self, name: str, alias: str) -> str | None:

@@ -16,6 +16,10 @@ import contextlib
 import gc
 import hmac
 import logging
+import os
+import signal
+import threading
+from types import FrameType
 from typing import Annotated, Any
 
 import bentoml
@@ -29,7 +33,7 @@ from proto2prod.errors import InvalidInput, RegistryUnavailable
 from proto2prod.settings import ServiceSettings, Settings
 from registry import ModelRef, Registry
 from service.batcher import MicroBatcher, Overloaded
-from service.http import BodyLimit, error_response
+from service.http import Admission, BodyLimit, error_response
 from service.runtime import ModelRuntime, find_definition
 
 log = logging.getLogger("proto2prod.service")
@@ -88,7 +92,7 @@ async def admin_reload(request: Request) -> JSONResponse:
     if _service is None:
         return error_response(503, "NotReady", "the service is starting")
     try:
-        result = await asyncio.to_thread(_service.runtime.check)
+        result = await asyncio.to_thread(_service.runtime.check, retry_refused=True)
     except RegistryUnavailable as exc:
         return error_response(503, "RegistryUnavailable", str(exc), retry_after=5)
     return JSONResponse(result)
@@ -105,7 +109,8 @@ routes = Starlette(
 @bentoml.asgi_app(routes, path="/")
 @bentoml.service(
     name="proto2prod",
-    traffic={"timeout": CONFIG.timeout_s + 5, "max_concurrency": CONFIG.max_concurrency},
+    # No `max_concurrency` here: BentoML's answers 429 without Retry-After; `Admission` does.
+    traffic={"timeout": CONFIG.timeout_s + 5},
     # A scheduling hint for BentoCloud/Kubernetes; the runtime picks the device itself.
     resources={"gpu": 1} if CONFIG.wants_gpu else {},
     logging={"access": {"enabled": CONFIG.access_log}},
@@ -126,6 +131,7 @@ class ModelService:
             on_batch=self._record_batch,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.draining = False
         _service = self
 
     def _record_batch(self, predictor: Any, size: int) -> None:
@@ -136,6 +142,36 @@ class ModelService:
     @bentoml.on_startup
     async def start_polling(self) -> None:
         self._tasks.append(asyncio.create_task(self._poll(), name="proto2prod-poller"))
+        self._drain_on_sigterm(asyncio.get_running_loop())
+
+    def _drain_on_sigterm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGTERM: `/readyz` turns 503 at once, requests are still served for `drain_s`,
+        then the server's own handler stops listening and lets in-flight requests finish.
+
+        Why: a load balancer polls readiness; a server that stops listening before it is
+        marked unready gets connections refused in between (Kubernetes' rolling updates).
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread; nothing to wrap here
+        server_handler = signal.getsignal(signal.SIGTERM)
+
+        def stop(sig: int, frame: FrameType | None) -> None:
+            if callable(server_handler):
+                server_handler(sig, frame)
+            else:  # no server handler: the default action, now
+                signal.signal(signal.SIGTERM, server_handler)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_sigterm(sig: int, frame: FrameType | None) -> None:
+            # BentoML's arbiter relays its SIGTERM, and a process-group kill sends one
+            # more: draining already, ignore them (Ctrl-C/SIGINT still stops at once).
+            if self.draining:
+                return
+            self.draining = True
+            log.info("SIGTERM: not ready; serving %.1f s more, then stopping", CONFIG.drain_s)
+            loop.call_later(CONFIG.drain_s, stop, sig, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     async def _poll(self) -> None:
         await asyncio.to_thread(self.runtime.start)
@@ -147,17 +183,17 @@ class ModelService:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-        failures = 0
         while True:
-            await asyncio.sleep(self.runtime.next_poll_in(failures))
+            await asyncio.sleep(self.runtime.next_poll_in())
             try:
                 await asyncio.to_thread(self.runtime.check)
-                failures = 0
             except RegistryUnavailable as exc:
-                failures += 1
-                log.warning("registry check failed (%d in a row): %s", failures, exc)
+                log.warning(
+                    "registry check failed (%d in a row; next in %.0f s): %s",
+                    self.runtime.failures, self.runtime.next_poll_in(), exc,
+                )  # fmt: skip
             except Exception:  # keep polling whatever happens; the error is in the log
-                failures += 1
+                self.runtime.failures += 1
                 log.exception("registry check failed")
 
     @bentoml.on_shutdown
@@ -167,7 +203,7 @@ class ModelService:
         await self.batcher.close()
 
     async def __is_ready__(self) -> bool:
-        return self.runtime.ready
+        return self.runtime.ready and not self.draining
 
     @bentoml.api(route="/predict")
     async def predict(self, inputs: list[Item]) -> PredictResponse:
@@ -212,6 +248,10 @@ class ModelService:
         return response
 
 
+# Listed first = outermost: an oversized body is refused before it takes a slot.
 ModelService.add_asgi_middleware(
     BodyLimit, max_bytes=int(CONFIG.max_body_mb * 1024 * 1024), json_paths=("/predict",)
+)
+ModelService.add_asgi_middleware(
+    Admission, max_concurrency=CONFIG.max_concurrency, paths=("/predict",)
 )

@@ -19,11 +19,13 @@ from typing import Any
 
 from proto2prod.definition import Definition, load_definition
 from proto2prod.errors import (
+    DeviceUnavailable,
     IncompatibleVersion,
     ModelNotFound,
     Proto2ProdError,
     RegistryError,
     RegistryUnavailable,
+    gpu_required_message,
 )
 from proto2prod.settings import ServiceSettings, Settings
 from registry import LocalVersion, ModelRef, Registry, VersionInfo, cached, fetch, remember_alias
@@ -107,6 +109,9 @@ class ModelRuntime:
         self.alias_changed_at: float | None = None
         self.not_ready_reason: str | None = "loading"
         self.swaps = 0
+        self.failures = 0
+        """Registry checks failed in a row; the poll interval doubles with each."""
+        self._refused: dict[str, str] = {}  # version -> why; versions are immutable
         self._lock = threading.Lock()
         self._examples = definition.model.examples()
 
@@ -119,10 +124,7 @@ class ModelRuntime:
             torch.set_num_threads(self.config.torch_threads)
         cuda = torch.cuda.is_available()
         if self.config.require_gpu and not cuda:
-            raise RuntimeError(
-                "PROTO2PROD_REQUIRE_GPU=1 but torch sees no CUDA device; install a CUDA build "
-                "of torch on a GPU machine, or unset PROTO2PROD_REQUIRE_GPU to run on the CPU"
-            )
+            raise DeviceUnavailable(gpu_required_message())
         wanted = self.config.device
         if wanted and wanted.startswith("cuda") and not cuda:
             log.warning("PROTO2PROD_DEVICE=%s but CUDA is not available: using the CPU", wanted)
@@ -180,8 +182,12 @@ class ModelRuntime:
                 self.ref,
             )
 
-    def check(self) -> dict[str, Any]:
-        """Re-resolve the reference; load and swap in a new version if it moved."""
+    def check(self, *, retry_refused: bool = False) -> dict[str, Any]:
+        """Re-resolve the reference; load and swap in a new version if it moved.
+
+        A version refused once is not downloaded again on every poll (its artifacts cannot
+        change); `retry_refused` (what /admin/reload does) tries it again.
+        """
         with self._lock:
             self.last_check = _now()
             try:
@@ -189,6 +195,7 @@ class ModelRuntime:
             except RegistryUnavailable as exc:
                 self.registry_reachable = False
                 self.last_error = str(exc)
+                self.failures += 1
                 raise
             except (ModelNotFound, RegistryError) as exc:
                 self.registry_reachable = True
@@ -200,13 +207,23 @@ class ModelRuntime:
             self.registry_reachable = True
             self.last_good_sync = self.last_check
             self.last_error = None
+            self.failures = 0
             if self.current is not None and info.version == self.current.version:
+                return self._check_result(swapped=False)
+            if info.version in self._refused and not retry_refused:
+                self.last_swap_error = self._refused[info.version]
                 return self._check_result(swapped=False)
             try:
                 local = fetch(self.registry, info)
                 loaded = self._load(local, from_cache=False)
+            except RegistryUnavailable as exc:  # mid-download: not the version's fault
+                self.registry_reachable = False
+                self.last_error = str(exc)
+                self.failures += 1
+                raise
             except Proto2ProdError as exc:
                 self.last_swap_error = f"{info.name}/{info.version}: {exc}"
+                self._refused[info.version] = self.last_swap_error
                 log.error("refused %s/%s: %s", info.name, info.version, exc)
                 if self.current is None:
                     self.not_ready_reason = self.last_swap_error
@@ -241,11 +258,10 @@ class ModelRuntime:
             "error": self.last_swap_error or self.last_error,
         }
 
-    def next_poll_in(self, failures: int) -> float:
+    def next_poll_in(self) -> float:
         """Poll interval, doubled per consecutive failure up to `poll_max_s`."""
-        return min(
-            self.config.poll_s * (2**failures), max(self.config.poll_max_s, self.config.poll_s)
-        )
+        bound = max(self.config.poll_max_s, self.config.poll_s)
+        return min(self.config.poll_s * (2 ** min(self.failures, 30)), bound)
 
     # -- reporting ------------------------------------------------------------------------
     @property
@@ -272,6 +288,8 @@ class ModelRuntime:
                 self.registry_reachable
             ],
             "registry_error": self.last_error,
+            "registry_failures": self.failures,
+            "poll_interval_s": self.next_poll_in(),
             "last_swap_error": self.last_swap_error,
             "alias_changed_at": _iso(self.alias_changed_at),
             "swaps": self.swaps,

@@ -22,7 +22,9 @@ def environment(home: Path, tracking_uri: str | None = None, **env: str) -> dict
         "PATH": f"{BIN}:{os.environ['PATH']}",
         **env,
     }
-    environ.pop("MLFLOW_TRACKING_URI", None)
+    # Set in this process by its own Registry; each server gets its PROTO2PROD_REGISTRY_*.
+    for key in ("TRACKING_URI", "HTTP_REQUEST_TIMEOUT", "HTTP_REQUEST_MAX_RETRIES"):
+        environ.pop(f"MLFLOW_{key}", None)
     if tracking_uri:
         environ["MLFLOW_TRACKING_URI"] = tracking_uri
     return environ
@@ -55,16 +57,15 @@ def running_service_process(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The service for `ref` and its process, once `/readyz` answers 200."""
     port = free_port()
-    environ = environment(
-        home,
-        tracking_uri,
-        PROTO2PROD_POLL_S="1",
-        PROTO2PROD_POLL_MAX_S="2",
-        PROTO2PROD_ADMIN_TOKEN=ADMIN_TOKEN,
-        PROTO2PROD_REGISTRY_TIMEOUT_S="3",
-        PROTO2PROD_REGISTRY_RETRIES="0",
-        **env,
-    )
+    defaults = {
+        "PROTO2PROD_POLL_S": "1",
+        "PROTO2PROD_POLL_MAX_S": "2",
+        "PROTO2PROD_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PROTO2PROD_REGISTRY_TIMEOUT_S": "3",
+        "PROTO2PROD_REGISTRY_RETRIES": "0",
+        "PROTO2PROD_DRAIN_S": "0",  # tests stop services often; the drain test sets it
+    }
+    environ = environment(home, tracking_uri, **{**defaults, **env})
     url = f"http://127.0.0.1:{port}"
     args = [str(BIN / "proto2prod"), "serve", ref, "--port", str(port)]
     with server(args, f"{url}/readyz", log, env=environ, timeout=150) as proc:

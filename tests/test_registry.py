@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from proto2prod import (
 )
 from proto2prod.predictor import Predictor
 from registry import ModelRef, Registry, fetch, publish
-from registry.client import history_tag
+from registry.client import history_tag, log_tag
 from registry.publish import WEIGHTS
 from tests.compare import assert_same_outputs
 
@@ -151,6 +153,15 @@ def test_rollback_history_is_a_registered_model_tag(
     assert registry.rollback("digits") == (b.version, a.version)
     with pytest.raises(ModelNotFound, match="no earlier version recorded"):
         registry.rollback("digits")
+    log = json.loads(registry.client.get_registered_model("digits").tags[log_tag("production")])
+    assert [(e["action"], e["from"], e["to"]) for e in log] == [
+        ("promote", None, a.version),
+        ("promote", a.version, b.version),
+        ("rollback", b.version, a.version),
+    ]
+    stamps = [datetime.datetime.fromisoformat(e["at"]) for e in log]
+    now = datetime.datetime.now(datetime.UTC)
+    assert stamps == sorted(stamps) and all(abs(now - t).total_seconds() < 600 for t in stamps)
 
 
 def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path: Path) -> None:

@@ -159,11 +159,25 @@ def serve(
             env["PROTO2PROD_DEFINITION"] = definition
         if poll_s is not None:
             env["PROTO2PROD_POLL_S"] = str(poll_s)
+        _check_service_settings(env)
     args = [sys.executable, "-m", "bentoml", "serve", "service.app:ModelService"]
     args += ["--host", host, "--port", str(port)]
     console.print(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     sys.stdout.flush()
     os.execvpe(args[0], args, env)  # BentoML gets our signals (Ctrl-C, SIGTERM) directly
+
+
+def _check_service_settings(env: dict[str, str]) -> None:
+    """Fail here, in one line, rather than in a BentoML worker that its arbiter respawns."""
+    from proto2prod.errors import DeviceUnavailable, gpu_required_message
+    from proto2prod.settings import ServiceSettings
+
+    config = ServiceSettings.from_env(env)
+    if config.require_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(gpu_required_message())
 
 
 @app.command()
