@@ -99,9 +99,12 @@ def _numeric_array(field: Field, value: Any, expected: str, index: int | None) -
     if raw.dtype.kind not in "iuf" or raw.size == 0:
         problem = "it is empty" if raw.size == 0 else "it holds values that are not numbers"
         raise field._invalid(problem, expected, index)
-    array = raw.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused below
+        array = raw.astype(np.float32)
     if not np.isfinite(array).all():
-        raise field._invalid("it holds NaN or infinite values", expected, index)
+        raise field._invalid(
+            "it holds NaN, infinite or out-of-range (beyond ±3.4e38) values", expected, index
+        )
     return array
 
 
@@ -174,7 +177,7 @@ class Image(Field):
         except (binascii.Error, ValueError):
             raise self._invalid("the string is not valid base64", self._expected, index) from None
         try:
-            with PILImage.open(io.BytesIO(data)) as img:
+            with PILImage.open(io.BytesIO(data)) as img:  # reads the header only
                 if img.format not in ("PNG", "JPEG"):
                     raise self._invalid(
                         f"the string holds a {img.format} image", self._expected, index
@@ -182,6 +185,12 @@ class Image(Field):
                 self._check_size(img.height, img.width, index)
                 img = img.convert("L" if self.channels == 1 else "RGB")
                 return np.asarray(img, dtype=np.float32).reshape(img.height, img.width, -1)
+        except PILImage.DecompressionBombError:  # Pillow's own guard, before our size check
+            raise self._invalid(
+                "the image header claims billions of pixels (a decompression bomb)",
+                self._expected,
+                index,
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError):
             raise self._invalid(
                 "the string decodes to bytes that are not a PNG or JPEG image",

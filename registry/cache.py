@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from proto2prod.errors import IntegrityError
-from registry.client import Registry, VersionInfo
+from registry.client import Registry, VersionInfo, _mlflow_error
 from registry.publish import WEIGHTS, sha256_file
 from registry.reference import ModelRef
 
@@ -112,10 +112,13 @@ def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
                     dst_path=str(staging),
                     tracking_uri=registry.uri,
                 )
-            except OSError as exc:  # a local artifact store whose file is gone
+            except (OSError, _mlflow_error()) as exc:
+                if "API request to" in str(exc):
+                    raise  # the server is unreachable: not this version's fault
+                first_line = str(exc).splitlines()[0][:300]
                 raise IntegrityError(
                     f"{info.name}/{info.version}: {WEIGHTS} is missing from the artifact store "
-                    f"({type(exc).__name__}: {exc}); publish the version again"
+                    f"or unreadable ({first_line}); publish the version again"
                 ) from None
         verify(staging / WEIGHTS, info.sha256[WEIGHTS], what=f"{info.name}/{info.version}")
         (staging / "version.json").write_text(json.dumps(_describe(info), indent=2))

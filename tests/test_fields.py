@@ -9,6 +9,8 @@ import math
 import jsonschema
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from PIL import Image as PILImage
 
@@ -63,7 +65,8 @@ class TestImage:
             ([[True, False]], "not numbers"),
             ([[1, 2, 300]], "range from 1 to 300"),
             ([[-1, 2]], "range from -1 to 2"),
-            ([[math.nan, 1]], "NaN or infinite"),
+            ([[math.nan, 1]], "NaN, infinite"),
+            ([[1e39, 1]], "out-of-range"),
             ([], "empty"),
             ({"pixels": []}, "got an object"),
             (None, "got null"),
@@ -165,3 +168,35 @@ def test_json_schema_agrees_with_decode(field: fields.Field, good: object, bad: 
         jsonschema.validate(bad, schema)
     with pytest.raises(InvalidInput):
         field.decode(bad)
+
+
+# -- fuzzing: any JSON value is either decoded or refused with InvalidInput -----------------
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities included: Python's json parser accepts them
+    | st.text(max_size=40)
+    | st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode()),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=40,
+)
+FUZZED = [
+    IMAGE,
+    RGB,
+    fields.Tensor(shape=[2, 3], name="tensor"),
+    fields.Table(features=["a", "b"], name="row"),
+    fields.Text(max_length=20, name="text"),
+    fields.Number(name="number"),
+]
+
+
+@pytest.mark.parametrize("field", FUZZED, ids=lambda f: f.kind)
+@given(value=JSON_VALUES | st.sampled_from([png(np.zeros((8, 8))), [[1.0] * 3] * 2]))
+@settings(max_examples=300, deadline=None)
+def test_any_json_value_is_decoded_or_refused_clearly(field: fields.Field, value: object) -> None:
+    try:
+        field.decode(value, index=0)
+    except InvalidInput as exc:
+        assert exc.field == field.name and exc.index == 0 and exc.expected, exc
+        assert len(str(exc)) < 600  # the message never carries the input back
