@@ -9,9 +9,9 @@ import math
 import jsonschema
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 from PIL import Image as PILImage
 
 from proto2prod import DefinitionError, InvalidInput, fields

@@ -24,7 +24,7 @@ from proto2prod.predictor import Predictor
 from registry import Registry, fetch, publish
 from registry.publish import WEIGHTS, sha256_file
 from tests.compare import assert_same_outputs
-from tests.service_process import ADMIN_TOKEN, running_service_process
+from tests.service_process import ADMIN_TOKEN, running_service, running_service_process
 
 pytestmark = pytest.mark.server
 POLL_S = 1.0
