@@ -28,6 +28,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
 
 clean:
 	rm -rf $(VENV) .proto2prod .pytest_cache .ruff_cache

@@ -22,6 +22,7 @@ import pytest
 from proto2prod import Definition, NullProgress, Settings, Trained, load_definition
 from registry import Registry, publish
 from tests.conftest import BIN
+from tests.postgres import postgres_bin, running_postgres
 from tests.service_process import environment, running_service, running_service_process
 from tests.tcp_proxy import Proxy
 
@@ -263,3 +264,49 @@ def test_registry_down_and_nothing_cached_is_live_but_not_ready_over_http(
         assert refused.status_code == 503 and refused.headers["Retry-After"]
     finally:
         stop(proc)
+
+
+# -- 13: the registry in production form -------------------------------------------------
+@pytest.mark.skipif(postgres_bin() is None, reason="needs PostgreSQL (.ci/run installs it)")
+def test_postgres_backed_mlflow_server_publish_promote_serve(
+    tmp_path: Path, sleepy: Definition, sleepy_trained: Trained
+) -> None:
+    from tests.processes import free_port, server
+
+    with running_postgres() as database:
+        port = free_port()
+        tracking = f"http://127.0.0.1:{port}"
+        args = [
+            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--backend-store-uri", database,
+            "--artifacts-destination", str(tmp_path / "artifacts"),
+        ]  # fmt: skip
+        env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        with server(args, f"{tracking}/health", tmp_path / "mlflow.log", env=env, timeout=180):
+            home = tmp_path / "home"
+            registry = Registry(
+                Settings.from_env({"PROTO2PROD_HOME": str(home), "MLFLOW_TRACKING_URI": tracking})
+            )
+            first = publish(registry, sleepy, sleepy_trained, alias="production").version
+            second = publish(registry, sleepy, sleepy_trained).version
+            with running_service(
+                home, "sleepy@production", tmp_path / "service.log", tracking_uri=tracking
+            ) as url:
+                client = httpx.Client(base_url=url, timeout=10)
+                answer = predict(client, 0.25)
+                assert answer.json() == {"outputs": [0.5], "model": "sleepy", "version": first}
+                assert registry.promote("sleepy", second, "production") == first
+                wait_until("the swap", lambda: predict(client, 0).json()["version"] == second, 10)
+                assert registry.rollback("sleepy", "production") == (second, first)
+                wait_until(
+                    "the rollback", lambda: predict(client, 0).json()["version"] == first, 10
+                )
+            moves = [(e["action"], e["to"]) for e in registry.alias_log("sleepy", "production")]
+            assert moves == [("promote", first), ("promote", second), ("rollback", first)]
+        import psycopg
+
+        with psycopg.connect(database) as connection:  # the registry really lives there
+            rows = connection.execute(
+                "SELECT alias, version FROM registered_model_aliases WHERE name = 'sleepy'"
+            ).fetchall()
+        assert rows == [("production", int(first))], rows
