@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -121,6 +122,41 @@ def test_service_refusal_is_a_readable_message(stack: Stack) -> None:
     assert note.startswith("Answered by")
 
 
+def listening_addresses(url: str) -> set[str]:
+    import psutil
+
+    port = int(url.rsplit(":", 1)[1])
+    return {
+        c.laddr.ip
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
+def listener(url: str) -> Any:
+    """The process listening on `url`'s port."""
+    import psutil
+
+    port = int(url.rsplit(":", 1)[1])
+    for c in psutil.net_connections("tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
+            return psutil.Process(c.pid)
+    raise AssertionError(f"nothing listens on {url}")
+
+
+def test_gradio_binds_loopback_caps_uploads_and_shows_no_tracebacks(stack: Stack) -> None:
+    for url in (stack.in_process, stack.remote):
+        assert listening_addresses(url) == {"127.0.0.1"}, url
+        big = {"files": ("big.png", b"\x00" * (11 * 1024 * 1024), "image/png")}
+        refused = httpx.post(f"{url}/gradio_api/upload", files=big, timeout=30)
+        assert refused.status_code == 413, (refused.status_code, refused.text[:200])
+        assert "Traceback" not in refused.text
+    wide = stack.home.parent / "wide-in-process.png"
+    wide.write_bytes(base64.b64decode(fields.Image.to_png_base64(np.zeros((4, 5000)))))
+    shown, note = ask(stack.in_process, wide)
+    assert "4x5000" in note and "Traceback" not in note and 'File "' not in note
+
+
 def test_streamlit_apptest_in_process_and_remote(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,6 +233,9 @@ def test_streamlit_run_serves_and_shows_the_answer(stack: Stack, tmp_path: Path)
         url, _,
     ):  # fmt: skip
         assert httpx.get(f"{url}/_stcore/health").text == "ok"
+        assert listening_addresses(url) == {"127.0.0.1"}
+        argv = " ".join(listener(url).cmdline())  # error details: off (no tracebacks shown)
+        assert "--client.showErrorDetails false" in argv and "--server.maxUploadSize 10" in argv
         manager, browser = _browser()
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 1100})
