@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from benchmarks import hdr
 from benchmarks.targets import Placement, Target, free_port, kill
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+class Stopped(Exception):
+    """The load was stopped from outside (Ctrl-C in the scenario's main thread)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,9 @@ def run(
     rate: float = 0.0,
     light: bool = False,
     version_log: Path | None = None,
+    stop: threading.Event | None = None,
 ) -> Point:
+    """Locust against `target`; `stop` set from another thread ends it early (`Stopped`)."""
     import psutil
 
     out = Path(tempfile.mkstemp(prefix="p2p-hdr-", suffix=".json")[1])
@@ -124,6 +131,8 @@ def run(
         wall0 = wall1 = time.monotonic()
         deadline = wall0 + warmup + duration + 60
         while procs[0].poll() is None and time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise Stopped(f"load on {target.url} stopped before its end")
             cpu1 = sum(_cpu(w) for w in watched)
             wall1 = time.monotonic()
             time.sleep(0.5)

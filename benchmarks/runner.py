@@ -19,16 +19,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import load, scenarios, targets
+from benchmarks import load, models, scenarios, targets
 from benchmarks.targets import IMAGE_ONLY, Placement
 
 ARCHITECTURES = ["gradio", "prototype", "asgi", "decoupled", "service", "mlflow"]
-IMAGE_MODELS = {"digits", "heavy"}
-EXAMPLES = {
-    "digits": "examples.digits:Digits",
-    "heavy": "examples.heavy:Shapes",
-    "wine": "examples.tabular:Wine",
-}
+EXAMPLES = models.EXAMPLES
 
 
 @dataclass
@@ -47,21 +42,33 @@ class Plan:
     scenarios: list[str] = field(default_factory=lambda: ["update", "memory"])
     update_seconds: float = 40.0
     memory_counts: tuple[int, ...] = (1, 2, 4)
+    refs: dict[str, str] = field(default_factory=dict)
+    """model -> a reference in the user's registry (`--model REF`); others are examples."""
+    entries: dict[str, str] = field(default_factory=dict)
+    """model -> its definition's entry point (filled in for the examples)."""
+
+    def __post_init__(self) -> None:
+        for model in self.models:
+            self.entries.setdefault(model, EXAMPLES.get(model, ""))
+        self._images = {m: models.takes_images(e) for m, e in self.entries.items() if e}
+
+    def images(self, model: str) -> bool:
+        return self._images.get(model, False)
 
     def steps(self) -> int:
         """How many progress messages `run` says: one per step, for a progress bar."""
         total = 0
         for model in self.models:
-            image = model in IMAGE_MODELS
+            image = self.images(model)
             total += 1 + (len(self.scenarios) if image else 0)
             for arch in self.architectures:
                 total += 1 if arch in IMAGE_ONLY and not image else 2 + len(self.users)
         return total
 
     @classmethod
-    def quick_plan(cls, models: list[str]) -> Plan:
+    def quick_plan(cls, names: list[str], **kwargs: Any) -> Plan:
         return cls(
-            models=models,
+            models=names,
             users=[1, 8],
             duration=4,
             warmup=1,
@@ -69,6 +76,7 @@ class Plan:
             quick=True,
             update_seconds=30,
             memory_counts=(1, 2),
+            **kwargs,
         )
 
 
@@ -102,12 +110,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def register(models: list[str], home: Path, quick: bool, say: Say) -> None:
+def register(plan: Plan, home: Path, say: Say) -> None:
     """Train each example (briefly with --quick): version 1 is NAME@production, version 2
-    (a short retraining) is the update that the update scenario promotes."""
+    (a short retraining) is the update that the update scenario promotes. A `--model REF`
+    is copied from the user's registry instead, twice."""
     env = {**os.environ, "PROTO2PROD_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    for model in models:
+    quick = plan.quick
+    for model in plan.models:
+        if model in plan.refs:
+            say(f"copying {plan.refs[model]} from your registry")
+            models.import_version(plan.refs[model], home)
+            continue
         say(f"training and registering {model}")
         train = [sys.executable, "-m", "proto2prod.cli", "train", EXAMPLES[model]]
         first = [*train, "--alias", "production", *(["--quick"] if quick else [])]
@@ -115,12 +129,12 @@ def register(models: list[str], home: Path, quick: bool, say: Say) -> None:
         subprocess.run([*train, "--quick"], env=env, check=True, capture_output=True)
 
 
-def write_payload(model: str, kind: str, folder: Path) -> Path:
+def write_payload(model: str, entry: str, kind: str, folder: Path) -> Path:
     """The items every architecture gets: the model's examples, as a browser sends them."""
     from proto2prod import fields
     from proto2prod.definition import load_definition
 
-    definition = load_definition(EXAMPLES[model], check=False).model
+    definition = load_definition(entry, check=False).model
     items = definition.examples()
     if kind == "png" and isinstance(definition.inputs, fields.Image):
         items = [fields.Image.to_png_base64(definition.inputs.decode(i)) for i in items]
@@ -166,10 +180,11 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
         home = Path(tmp) / "home"
-        register(plan.models, home, plan.quick, say)
+        register(plan, home, say)
         for model in plan.models:
-            payload = write_payload(model, plan.payload, Path(tmp))
-            image = model in IMAGE_MODELS
+            entry = plan.entries[model]
+            payload = write_payload(model, entry, plan.payload, Path(tmp))
+            image = plan.images(model)
             for arch in plan.architectures:
                 if arch in IMAGE_ONLY and not image:
                     say(f"{model}: skipping {arch} (it is called through an image upload)")
@@ -180,7 +195,9 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                 for batch, value in limit.items():
                     results["runs"].append(_run_row(model, "limit", int(batch), value, None))
                 say(f"{model}: starting {arch}")
-                with targets.start(arch, model, home=home, logs=logs, placement=placement) as t:
+                with targets.start(
+                    arch, model, entry, home=home, logs=logs, placement=placement
+                ) as t:
                     for users in plan.users:
                         light = users == max(plan.users)
                         say(f"{model}: {arch} with {users} users")
@@ -217,6 +234,7 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                 results["scenarios"]["update"].append(
                     scenarios.update(
                         model,
+                        entry,
                         "1",
                         "2",
                         payload,
@@ -230,7 +248,12 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                 say(f"{model}: resident memory of N replicas, both ways")
                 results["scenarios"]["memory"].append(
                     scenarios.memory(
-                        model, home=home, logs=logs, placement=placement, counts=plan.memory_counts
+                        model,
+                        entry,
+                        home=home,
+                        logs=logs,
+                        placement=placement,
+                        counts=plan.memory_counts,
                     )
                 )
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -9,6 +9,7 @@ front ends plus one service.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -99,29 +100,38 @@ def _under_load(
     action_at: float,
     action: Any,
 ) -> float:
-    """Loop 8 clients on `target` for `seconds`; run `action` after `action_at` seconds."""
+    """Loop 8 clients on `target` for `seconds`; run `action` after `action_at` seconds.
+
+    The load runs in a thread; Ctrl-C (or a failing action) stops its Locust at once
+    instead of waiting out the `seconds`.
+    """
     log.unlink(missing_ok=True)
-    worker = threading.Thread(
-        target=load.run,
-        args=(target, payload),
-        kwargs={
-            "users": 8,
-            "duration": seconds,
-            "warmup": 0.0,
-            "placement": placement,
-            "version_log": log,
-        },
-    )
+    stop = threading.Event()
+
+    def clients() -> None:
+        with contextlib.suppress(load.Stopped):
+            load.run(
+                target, payload, users=8, duration=seconds, warmup=0.0,
+                placement=placement, version_log=log, stop=stop,
+            )  # fmt: skip
+
+    worker = threading.Thread(target=clients, name="update-load", daemon=True)
     worker.start()
-    time.sleep(action_at)
-    t0 = time.time()
-    action()
-    worker.join()
+    try:
+        time.sleep(action_at)
+        t0 = time.time()
+        action()
+        worker.join()
+    except BaseException:
+        stop.set()
+        worker.join(timeout=30)
+        raise
     return t0
 
 
 def update(
     model: str,
+    entry: str,
     old: str,
     new: str,
     payload: Path,
@@ -162,8 +172,7 @@ def update(
     _promote(home, model, old)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    module = {"digits": "examples.digits", "heavy": "examples.heavy", "wine": "examples.tabular"}
-    args = placement.server(_p2p("prototype", module[model], "--model", ref, "--port", str(port)))
+    args = placement.server(_p2p("prototype", entry, "--model", ref, "--port", str(port)))
     box: dict[str, subprocess.Popen[bytes]] = {}
 
     def restart() -> None:
@@ -205,20 +214,23 @@ def _rss_mb(pid: int) -> float:
 
 
 def memory(
-    model: str, *, home: Path, logs: Path, placement: Placement, counts: tuple[int, ...] = (1, 2, 4)
+    model: str,
+    entry: str,
+    *,
+    home: Path,
+    logs: Path,
+    placement: Placement,
+    counts: tuple[int, ...] = (1, 2, 4),
 ) -> dict[str, Any]:
     """Resident memory (whole process trees) of N replicas, both ways."""
     env = _env(home)
     ref = f"{model}@production"
-    module = {"digits": "examples.digits", "heavy": "examples.heavy", "wine": "examples.tabular"}
     top = max(counts)
     with ExitStack() as stack:
         fat = []
         for i in range(top):
             port = free_port()
-            args = placement.server(
-                _p2p("prototype", module[model], "--model", ref, "--port", str(port))
-            )
+            args = placement.server(_p2p("prototype", entry, "--model", ref, "--port", str(port)))
             fat.append(
                 stack.enter_context(
                     process(args, f"http://127.0.0.1:{port}", logs / f"{model}-mem-fat{i}.log", env)

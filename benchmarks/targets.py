@@ -73,9 +73,17 @@ def process(args: list[str], ready: str, log: Path, env: dict[str, str]) -> Iter
 
 @contextlib.contextmanager
 def start(
-    name: str, model: str, *, home: Path, logs: Path, placement: Placement, threads: int = 1
+    name: str,
+    model: str,
+    entry: str,
+    *,
+    home: Path,
+    logs: Path,
+    placement: Placement,
+    threads: int = 1,
 ) -> Iterator[Target]:
-    """Run architecture `name` for registered model `model` (served as MODEL@production)."""
+    """Run architecture `name` for registered model `model` (served as MODEL@production);
+    `entry` is its definition, for the in-process prototype."""
     ref = f"{model}@production"
     env = {
         **os.environ,
@@ -112,7 +120,7 @@ def start(
                 [
                     *p2p,
                     "prototype",
-                    f"examples.{_module(model)}",
+                    entry,
                     "--model",
                     ref,
                     "--port",
@@ -160,8 +168,3 @@ def start(
             yield Target(name, url, "json", "/invocations", "/ping", [pid])
             return
         raise ValueError(f"unknown architecture {name!r}")
-
-
-def _module(model: str) -> str:
-    """The examples module defining a registered example model."""
-    return {"digits": "digits", "wine": "tabular", "heavy": "heavy"}[model]

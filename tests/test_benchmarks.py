@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -13,6 +15,7 @@ import pytest
 
 from benchmarks import hdr, load, report
 from benchmarks.targets import Placement, Target
+from proto2prod import Definition, Settings, Trained
 from tests.conftest import BIN, ROOT
 from tests.processes import free_port, server
 
@@ -171,7 +174,14 @@ def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -
     before = {p.pid for p in psutil.process_iter()}
     home = tmp_path / "empty-home"  # no registry: the service never becomes ready
     with pytest.raises(RuntimeError, match="exited"):
-        with start("asgi", "digits", home=home, logs=tmp_path, placement=Placement(None, None)):
+        with start(
+            "asgi",
+            "digits",
+            "examples.digits:Digits",
+            home=home,
+            logs=tmp_path,
+            placement=Placement(None, None),
+        ):
             pass
     assert {p.pid for p in psutil.process_iter()} - before <= {os.getpid()}
 
@@ -231,3 +241,54 @@ def test_update_and_memory_verdicts() -> None:
     found = {v.claim: v for v in report.verdicts(results)}
     assert found[next(c for c in found if "answers live" in c)].holds is False
     assert found[next(c for c in found if "<= 50 % of the memory" in c)].holds is False
+
+
+def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
+    tmp_path: Path, digits: Definition, digits_quick: Trained
+) -> None:
+    """`--model REF` reads the user's registry only; Ctrl-C mid-scenario stops at once."""
+    from registry import Registry, publish
+
+    user_home = tmp_path / "user-home"
+    user = Registry(Settings.from_env({"PROTO2PROD_HOME": str(user_home)}))
+    version = publish(user, digits, digits_quick, alias="production").version
+    before = {p.pid for p in psutil.process_iter()}
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "PROTO2PROD_HOME": str(user_home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = tmp_path / "bench.log"
+    args = [
+        str(BIN / "proto2prod"), "bench", "--quick", "--model", "digits@production",
+        "--architectures", "service", "--scenarios", "update", "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        looping = tmp_path / "out" / "logs" / "digits-update-decoupled.csv"
+        while not (looping.is_file() and looping.stat().st_size > 0):  # Locust is looping
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # 25 s or more of the scenario's load are left
+        proc.wait(timeout=60)
+        took = time.monotonic() - interrupted
+        assert took < 15, f"Ctrl-C took {took:.0f} s: it waited for the scenario's load"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    service = [r for r in results["runs"] if r["architecture"] == "service"]
+    assert service and all(r["model"] == "digits" and r["errors"] == 0 for r in service)
+    assert results["settings"]["refs"] == {"digits": "digits@production"}
+    assert [v.version for v in user.versions("digits")] == [version]  # nothing added
+    assert user.resolve("digits@production").version == version  # nor moved
+    time.sleep(1)
+    left = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid not in before
+        and any("proto2prod" in s or "locust" in s for s in (p.info["cmdline"] or []))
+    ]
+    assert left == [], [p.info["cmdline"] for p in left]

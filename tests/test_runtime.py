@@ -199,3 +199,36 @@ def test_registry_down_and_nothing_cached_is_live_but_not_ready(
     assert not rt.ready and meta["registry_reachable"] is False
     assert "registry unreachable" in meta["not_ready_reason"]
     assert "no cached version of digits@production" in meta["not_ready_reason"]
+
+
+def test_cuda_asked_for_but_absent_falls_back_to_the_cpu_with_a_warning(
+    embedded: Settings, digits: Definition, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from proto2prod.errors import DeviceUnavailable
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the fallback cannot be observed here")
+    with caplog.at_level("WARNING", logger="proto2prod.service"):
+        rt = ModelRuntime(
+            embedded, ServiceSettings(model="digits@production", device="cuda"), digits
+        )
+    assert str(rt.device) == "cpu"
+    assert "PROTO2PROD_DEVICE=cuda but CUDA is not available: using the CPU" in caplog.text
+    with pytest.raises(DeviceUnavailable, match="PROTO2PROD_REQUIRE_GPU=1 but torch sees no CUDA"):
+        ModelRuntime(embedded, ServiceSettings(model="digits@production", require_gpu=True), digits)
+
+
+def test_the_poll_interval_doubles_per_failure_up_to_its_bound(
+    embedded: Settings, digits: Definition
+) -> None:
+    config = ServiceSettings(model="digits@production", poll_s=1, poll_max_s=6)
+    rt = ModelRuntime(embedded, config, digits)
+    intervals = []
+    for failures in range(6):
+        rt.failures = failures
+        intervals.append(rt.next_poll_in())
+    assert intervals == [1, 2, 4, 6, 6, 6]
+    rt.failures = 10_000  # a registry down for days: no overflow
+    assert rt.next_poll_in() == 6

@@ -287,6 +287,14 @@ def bench(
     models: Annotated[
         str, typer.Option(help="Comma-separated examples: digits, heavy, wine.")
     ] = "heavy,digits",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Benchmark a version from your registry instead (e.g. digits@production); "
+            "it is copied, your aliases are never moved.",
+        ),
+    ] = None,
     users: Annotated[
         str, typer.Option(help="Comma-separated concurrent users per point.")
     ] = "1,8,32",
@@ -322,10 +330,19 @@ def bench(
 
         for module in ("locust", "hdrh", "matplotlib", "gradio", "bentoml"):
             require(module)
-        names = [m.strip() for m in models.split(",") if m.strip()]
-        unknown = [m for m in names if m not in runner.EXAMPLES]
-        if unknown or not names:
-            raise ValueError(f"--models {models!r}: choose from {', '.join(runner.EXAMPLES)}")
+        refs: dict[str, str] = {}
+        entries: dict[str, str] = {}
+        if model is not None:
+            from benchmarks.models import recorded_entry
+            from registry.reference import ModelRef
+
+            name = ModelRef.parse(model).name
+            refs, entries, names = {name: model}, {name: recorded_entry(model)}, [name]
+        else:
+            names = [m.strip() for m in models.split(",") if m.strip()]
+            unknown = [m for m in names if m not in runner.EXAMPLES]
+            if unknown or not names:
+                raise ValueError(f"--models {models!r}: choose from {', '.join(runner.EXAMPLES)}")
         archs = [a.strip() for a in architectures.split(",") if a.strip()]
         bad = [a for a in archs if a not in runner.ARCHITECTURES]
         if bad:
@@ -338,10 +355,11 @@ def bench(
             raise ValueError(
                 f"--users {users!r}: give comma-separated integers, e.g. 1,8,32"
             ) from None
+        chosen = {"refs": refs, "entries": entries}
         plan = (
-            runner.Plan.quick_plan(names)
+            runner.Plan.quick_plan(names, **chosen)
             if quick
-            else runner.Plan(models=names, users=counts, duration=duration, warmup=warmup)
+            else runner.Plan(models=names, users=counts, duration=duration, warmup=warmup, **chosen)
         )
         plan.architectures, plan.workers, plan.rate, plan.payload = archs, workers, rate, payload
         plan.scenarios = [x.strip() for x in scenarios.split(",") if x.strip() not in ("", "none")]
