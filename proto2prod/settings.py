@@ -145,14 +145,15 @@ class ServiceSettings:
 
     @property
     def wants_gpu(self) -> bool:
-        """Declare a GPU to the scheduler: asked for, or the device is CUDA by default."""
+        """Declare a GPU to the scheduler: asked for, or the machine has an NVIDIA GPU (the
+        device default). Read from the driver, not torch: BentoML's arbiter evaluates this
+        and should not import torch for it."""
         if self.require_gpu or (self.device or "").startswith("cuda"):
             return True
         if self.device:
             return False
-        import torch
-
-        return bool(torch.cuda.is_available())
+        gpus = Path("/proc/driver/nvidia/gpus")
+        return gpus.is_dir() and any(gpus.iterdir())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:

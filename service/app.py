@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from proto2prod.definition import Definition
 from proto2prod.errors import InvalidInput, RegistryUnavailable
 from proto2prod.settings import ServiceSettings, Settings
 from registry import ModelRef, Registry
@@ -45,12 +46,22 @@ if not logging.getLogger("proto2prod").handlers:  # BentoML configures only its 
 
 SETTINGS = Settings.from_env()
 CONFIG = ServiceSettings.from_env()
-REGISTRY = Registry(SETTINGS)
-DEFINITION = find_definition(CONFIG, REGISTRY, ModelRef.parse(CONFIG.model))
-MODEL = DEFINITION.model
+MODEL_NAME = ModelRef.parse(CONFIG.model).name
 
-Item = Annotated[Any, WithJsonSchema(MODEL.inputs.json_schema())]
-Output = Annotated[Any, WithJsonSchema(MODEL.outputs.json_schema())]
+# BentoML imports this module twice: in its arbiter, for the service's configuration, and
+# in each worker, which serves. Only a worker loads the definition (torch, the registry
+# client, MLflow): the arbiter stays a small process (`proto2prod serve` has checked the
+# definition before starting BentoML, so a bad one is a one-line error there).
+IN_WORKER = bentoml.server_context.worker_index is not None
+REGISTRY = Registry(SETTINGS)
+DEFINITION: Definition | None = None
+schemas: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+if IN_WORKER:
+    DEFINITION = find_definition(CONFIG, REGISTRY, ModelRef.parse(CONFIG.model))
+    schemas = (DEFINITION.model.inputs.json_schema(), DEFINITION.model.outputs.json_schema())
+
+Item = Annotated[Any, WithJsonSchema(schemas[0])]
+Output = Annotated[Any, WithJsonSchema(schemas[1])]
 
 
 class PredictResponse(BaseModel):
@@ -122,6 +133,7 @@ class ModelService:
 
     def __init__(self) -> None:
         global _service
+        assert DEFINITION is not None, "the service is instantiated in BentoML's workers only"
         self.runtime = ModelRuntime(SETTINGS, CONFIG, DEFINITION, REGISTRY)
         self.batcher: MicroBatcher[Any] = MicroBatcher(
             lambda predictor, tensors: predictor.run(tensors),
@@ -137,7 +149,7 @@ class ModelService:
     def _record_batch(self, predictor: Any, size: int) -> None:
         current = self.runtime.current
         version = current.version if current and current.predictor is predictor else "old"
-        BATCH_SIZE.labels(model=MODEL.name, version=version).observe(size)
+        BATCH_SIZE.labels(model=MODEL_NAME, version=version).observe(size)
 
     @bentoml.on_startup
     async def start_polling(self) -> None:
@@ -236,7 +248,7 @@ class ModelService:
                 504, "Timeout", f"the model did not answer within {CONFIG.timeout_s} s "
                 "(PROTO2PROD_TIMEOUT_S)",
             ), loaded.version)  # fmt: skip
-        body = {"outputs": outputs, "model": MODEL.name, "version": loaded.version}
+        body = {"outputs": outputs, "model": MODEL_NAME, "version": loaded.version}
         return self._count(
             JSONResponse(body, headers={"X-Model-Version": loaded.version}), loaded.version
         )
@@ -244,7 +256,7 @@ class ModelService:
     @staticmethod
     def _count(response: JSONResponse, version: str) -> Any:
         with contextlib.suppress(Exception):  # metrics must never fail a request
-            REQUESTS.labels(model=MODEL.name, version=version, status=response.status_code).inc()
+            REQUESTS.labels(model=MODEL_NAME, version=version, status=response.status_code).inc()
         return response
 
 

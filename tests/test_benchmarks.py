@@ -261,7 +261,11 @@ def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
         "--architectures", "service", "--scenarios", "update", "--out", str(tmp_path / "out"),
     ]  # fmt: skip
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            # as in a terminal: a shell's background job (CI) would inherit SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         looping = tmp_path / "out" / "logs" / "digits-update-decoupled.csv"

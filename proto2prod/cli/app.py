@@ -168,9 +168,12 @@ def serve(
 
 
 def _check_service_settings(env: dict[str, str]) -> None:
-    """Fail here, in one line, rather than in a BentoML worker that its arbiter respawns."""
+    """Fail here, in one line, rather than in a BentoML worker that its arbiter respawns:
+    the settings, the GPU when one is required, and the definition that will serve."""
     from proto2prod.errors import DeviceUnavailable, gpu_required_message
-    from proto2prod.settings import ServiceSettings
+    from proto2prod.settings import ServiceSettings, Settings
+    from registry import ModelRef, Registry
+    from service.runtime import find_definition
 
     config = ServiceSettings.from_env(env)
     if config.require_gpu:
@@ -178,6 +181,8 @@ def _check_service_settings(env: dict[str, str]) -> None:
 
         if not torch.cuda.is_available():
             raise DeviceUnavailable(gpu_required_message())
+    registry = Registry(Settings.from_env(env))
+    find_definition(config, registry, ModelRef.parse(config.model))
 
 
 @app.command()
