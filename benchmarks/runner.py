@@ -70,11 +70,11 @@ class Plan:
         return cls(
             models=names,
             users=[1, 8],
-            duration=4,
+            duration=3,
             warmup=1,
-            limit_seconds=1,
+            limit_seconds=0.5,
             quick=True,
-            update_seconds=30,
+            update_seconds=20,
             memory_counts=(1, 2),
             **kwargs,
         )

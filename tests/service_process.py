@@ -8,10 +8,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from proto2prod import Definition, Settings, Trained
+from registry import Registry, publish
 from tests.conftest import BIN
 from tests.processes import free_port, server
 
 ADMIN_TOKEN = "test-admin-token"
+
+
+def published(home: Path, definition: Definition, trained: Trained) -> tuple[Registry, str]:
+    """An embedded registry at `home` holding `trained` as NAME@production, and its version."""
+    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)}))
+    return registry, publish(registry, definition, trained, alias="production").version
 
 
 def environment(home: Path, tracking_uri: str | None = None, **env: str) -> dict[str, str]:

@@ -274,7 +274,7 @@ def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         interrupted = time.monotonic()
-        proc.send_signal(signal.SIGINT)  # 25 s or more of the scenario's load are left
+        proc.send_signal(signal.SIGINT)  # about 19 s of the scenario's load are left
         proc.wait(timeout=60)
         took = time.monotonic() - interrupted
         assert took < 15, f"Ctrl-C took {took:.0f} s: it waited for the scenario's load"

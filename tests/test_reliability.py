@@ -23,7 +23,12 @@ from proto2prod import Definition, NullProgress, Settings, Trained, load_definit
 from registry import Registry, publish
 from tests.conftest import BIN
 from tests.postgres import postgres_bin, running_postgres
-from tests.service_process import environment, running_service, running_service_process
+from tests.service_process import (
+    environment,
+    published,
+    running_service,
+    running_service_process,
+)
 from tests.tcp_proxy import Proxy
 
 pytestmark = pytest.mark.server
@@ -119,8 +124,7 @@ def slow_service(
     tmp_path_factory: pytest.TempPathFactory, sleepy: Definition, sleepy_trained: Trained
 ) -> Iterator[str]:
     root = tmp_path_factory.mktemp("slow")
-    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(root / "home")}))
-    publish(registry, sleepy, sleepy_trained, alias="production")
+    published(root / "home", sleepy, sleepy_trained)
     with running_service(
         root / "home", "sleepy@production", root / "service.log",
         PROTO2PROD_MAX_CONCURRENCY="12", PROTO2PROD_MAX_QUEUE="4",
@@ -179,8 +183,7 @@ def test_sigterm_turns_unready_first_finishes_in_flight_requests_and_exits_zero(
     tmp_path: Path, sleepy: Definition, sleepy_trained: Trained
 ) -> None:
     home = tmp_path / "home"
-    publish(Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)})), sleepy, sleepy_trained,
-            alias="production")  # fmt: skip
+    published(home, sleepy, sleepy_trained)
     in_flight, drain_s = 50, 1.5
     with running_service_process(
         home, "sleepy@production", tmp_path / "service.log", PROTO2PROD_DRAIN_S=str(drain_s)

@@ -24,7 +24,12 @@ from proto2prod.predictor import Predictor
 from registry import Registry, fetch, publish
 from registry.publish import WEIGHTS, sha256_file
 from tests.compare import assert_same_outputs
-from tests.service_process import ADMIN_TOKEN, running_service, running_service_process
+from tests.service_process import (
+    ADMIN_TOKEN,
+    published,
+    running_service,
+    running_service_process,
+)
 
 pytestmark = pytest.mark.server
 POLL_S = 1.0
@@ -63,8 +68,7 @@ def service(
     tmp_path_factory: pytest.TempPathFactory, digits: Definition, digits_trained: Trained
 ) -> Iterator[Digits]:
     root = tmp_path_factory.mktemp("service")
-    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(root / "home")}))
-    publish(registry, digits, digits_trained, alias="production")
+    registry, _ = published(root / "home", digits, digits_trained)
     with running_service_process(
         root / "home", "digits@production", root / "service.log", PROTO2PROD_MAX_BODY_MB="1"
     ) as (url, proc):

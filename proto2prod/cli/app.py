@@ -170,6 +170,9 @@ def serve(
 def _check_service_settings(env: dict[str, str]) -> None:
     """Fail here, in one line, rather than in a BentoML worker that its arbiter respawns:
     the settings, the GPU when one is required, and the definition that will serve."""
+    import os
+    import sys
+
     from proto2prod.errors import DeviceUnavailable, gpu_required_message
     from proto2prod.settings import ServiceSettings, Settings
     from registry import ModelRef, Registry
@@ -182,6 +185,8 @@ def _check_service_settings(env: dict[str, str]) -> None:
         if not torch.cuda.is_available():
             raise DeviceUnavailable(gpu_required_message())
     registry = Registry(Settings.from_env(env))
+    if os.getcwd() not in sys.path:  # `bentoml serve` imports from its working directory too
+        sys.path.insert(0, os.getcwd())
     find_definition(config, registry, ModelRef.parse(config.model))
 
 

@@ -25,7 +25,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        # emoji=False: "module:Class: ..." must not become "module😪 ..." (":Sleepy:")
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, emoji=False)
         raise typer.Exit(2) from None
 
 
