@@ -109,6 +109,20 @@ def test_open_loop_shows_a_stall_that_a_closed_loop_hides(tmp_path: Path) -> Non
     assert opened.model.p99_ms >= 500, opened.model
 
 
+OURS = ("proto2prod", "locust", "model_app", "bentoml", "mlflow")
+
+
+def started_since(before: set[int]) -> list[str]:
+    """Command lines of our servers and load generators started after `before` and still
+    running (whatever else the machine starts meanwhile does not count)."""
+    left = []
+    for p in psutil.process_iter(["cmdline"]):
+        line = " ".join(p.info["cmdline"] or [])
+        if p.pid not in before and p.pid != os.getpid() and any(w in line for w in OURS):
+            left.append(line)
+    return left
+
+
 def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     out = tmp_path / "report"
     before = {p.pid for p in psutil.process_iter()}
@@ -156,16 +170,7 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     memory = results["scenarios"]["memory"][0]
     assert [r["n"] for r in memory["rows"]] == [1, 2] and memory["service_mb"] > 0
     assert "data:image/png;base64," in (out / "report.html").read_text()
-    left = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if p.pid not in before
-        and any(
-            "proto2prod" in part or "locust" in part or "model_app" in part
-            for part in (p.info["cmdline"] or [])
-        )
-    ]
-    assert left == []
+    assert started_since(before) == []
 
 
 def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -> None:
@@ -183,7 +188,7 @@ def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -
             placement=Placement(None, None),
         ):
             pass
-    assert {p.pid for p in psutil.process_iter()} - before <= {os.getpid()}
+    assert started_since(before) == []
 
 
 def test_update_timeline_arithmetic(tmp_path: Path) -> None:
@@ -289,10 +294,4 @@ def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
     assert [v.version for v in user.versions("digits")] == [version]  # nothing added
     assert user.resolve("digits@production").version == version  # nor moved
     time.sleep(1)
-    left = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if p.pid not in before
-        and any("proto2prod" in s or "locust" in s for s in (p.info["cmdline"] or []))
-    ]
-    assert left == [], [p.info["cmdline"] for p in left]
+    assert started_since(before) == []
