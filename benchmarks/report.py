@@ -135,6 +135,13 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
                 mem["front_end_mb"] <= 300,
             )
         )
+        out.append(
+            Verdict(
+                f"{mem['model']}: the service (BentoML's arbiter and worker) stays <= 700 MB",
+                f"{mem['service_mb']:.0f} MB",
+                mem["service_mb"] <= 700,
+            )
+        )
     return out
 
 

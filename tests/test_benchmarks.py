@@ -243,9 +243,11 @@ def test_update_and_memory_verdicts() -> None:
     assert all(v.holds for v in found.values()), found
     results["scenarios"]["update"][0]["decoupled"]["failed"] = 1
     results["scenarios"]["memory"][0]["rows"][0]["ratio"] = 0.6
+    results["scenarios"]["memory"][0]["service_mb"] = 701
     found = {v.claim: v for v in report.verdicts(results)}
     assert found[next(c for c in found if "answers live" in c)].holds is False
     assert found[next(c for c in found if "<= 50 % of the memory" in c)].holds is False
+    assert found[next(c for c in found if "stays <= 700 MB" in c)].holds is False
 
 
 def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
