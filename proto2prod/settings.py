@@ -52,7 +52,8 @@ class Settings:
     """`MLFLOW_TRACKING_URI`; None means the embedded SQLite store under `home`."""
     registry_timeout_s: float = 10.0
     """Per-request timeout towards a tracking server (`PROTO2PROD_REGISTRY_TIMEOUT_S`).
-    MLflow's own default (120 s, retried) would freeze a CLI or a poller for minutes."""
+    MLflow's own default (120 s, retried) would freeze a CLI or a poller for minutes; this
+    sets MLflow's `MLFLOW_HTTP_REQUEST_TIMEOUT` (and retries its `..._MAX_RETRIES`)."""
     registry_retries: int = 2
     """Retries towards a tracking server (`PROTO2PROD_REGISTRY_RETRIES`)."""
 

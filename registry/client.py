@@ -99,12 +99,12 @@ class Registry:
 
     def _connect(self) -> MlflowClient:
         # MLflow reads these per request; its defaults (120 s, 7 retries) would hang a CLI
-        # or a poller for many minutes on a dead server. A user's own setting wins.
+        # or a poller for many minutes on a dead server. Our settings win, always: a value
+        # left in the environment by a parent process (the demo, the benchmark, a test
+        # runner) must not override the PROTO2PROD_REGISTRY_* a child server was given.
         timeout = str(math.ceil(self.settings.registry_timeout_s))  # MLflow wants an int
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
-        os.environ.setdefault(
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.settings.registry_retries)
-        )
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = timeout
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.settings.registry_retries)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow

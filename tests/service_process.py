@@ -30,9 +30,7 @@ def environment(home: Path, tracking_uri: str | None = None, **env: str) -> dict
         "PATH": f"{BIN}:{os.environ['PATH']}",
         **env,
     }
-    # Set in this process by its own Registry; each server gets its PROTO2PROD_REGISTRY_*.
-    for key in ("TRACKING_URI", "HTTP_REQUEST_TIMEOUT", "HTTP_REQUEST_MAX_RETRIES"):
-        environ.pop(f"MLFLOW_{key}", None)
+    environ.pop("MLFLOW_TRACKING_URI", None)
     if tracking_uri:
         environ["MLFLOW_TRACKING_URI"] = tracking_uri
     return environ
