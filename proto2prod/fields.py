@@ -86,6 +86,19 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _finite_float32(value: Any) -> bool:
+    """A JSON number the network can take: finite, and within float32's range (a huge
+    int would otherwise raise OverflowError, a huge float turn into inf)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return False
+    return math.isfinite(number) and abs(number) <= FLOAT32_MAX
+
+
 def _numeric_array(field: Field, value: Any, expected: str, index: int | None) -> np.ndarray:
     """A nested JSON list as a float32 array, refusing strings, booleans, ragged lists, NaN."""
     import numpy as np
@@ -342,9 +355,11 @@ class Table(Field):
         else:
             raise self._invalid(f"got {_type_name(value)}", expected, index)
         for feature, v in zip(self.features, values, strict=True):
-            if not _is_number(v) or not math.isfinite(v):
+            if not _is_number(v) or not _finite_float32(v):
                 raise self._invalid(
-                    f"feature '{feature}' is {_type_name(v)}, not a finite number", expected, index
+                    f"feature '{feature}' is {_type_name(v)}, not a finite number within ±3.4e38",
+                    expected,
+                    index,
                 )
         return np.asarray(values, dtype=np.float32)
 
@@ -406,8 +421,8 @@ class Number(Field):
     can_output = True
 
     def decode(self, value: Any, *, index: int | None = None) -> float:
-        if not _is_number(value) or not math.isfinite(value):
-            raise self._invalid(f"got {_type_name(value)}", "a finite number", index)
+        if not _is_number(value) or not _finite_float32(value):
+            raise self._invalid(f"got {_type_name(value)}", "a finite number within ±3.4e38", index)
         return float(value)
 
     def encode(self, row: torch.Tensor) -> float:

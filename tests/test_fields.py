@@ -200,3 +200,11 @@ def test_any_json_value_is_decoded_or_refused_clearly(field: fields.Field, value
     except InvalidInput as exc:
         assert exc.field == field.name and exc.index == 0 and exc.expected, exc
         assert len(str(exc)) < 600  # the message never carries the input back
+
+
+def test_numbers_beyond_float32_are_refused_not_overflowed() -> None:
+    table = fields.Table(features=["a", "b"], name="row")
+    assert "within ±3.4e38" in error(table, {"a": 1e39, "b": 0}).problem
+    assert "within ±3.4e38" in error(table, [10**400, 0]).problem  # would raise OverflowError
+    assert error(fields.Number(name="n"), 10**400).expected == "a finite number within ±3.4e38"
+    assert fields.Number(name="n").decode(3.0e38) == 3.0e38
