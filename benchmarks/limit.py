@@ -1,6 +1,6 @@
 """The ceiling: raw in-process batched forward passes, no HTTP.
 
-    python -m benchmarks.limit REF PAYLOAD.json SECONDS BATCH [BATCH ...]
+    python -m proto2prod.benchmarks.limit REF PAYLOAD.json SECONDS BATCH [BATCH ...]
 
 prints `{"<batch>": samples_per_s, ...}`. Items are prepared (decoded, preprocessed) once:
 what is timed is the forward pass and postprocessing, which no server can avoid.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def measure(ref: str, payload: Path, seconds: float, batches: list[int]) -> dict[str, float]:
-    from benchmarks.apps.model_app import load
+    from proto2prod.benchmarks.apps.model_app import load
 
     predictor = load(ref)
     items = json.loads(payload.read_text())

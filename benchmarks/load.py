@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import hdr
-from benchmarks.targets import Placement, Target, free_port, kill
+from proto2prod.benchmarks import hdr
+from proto2prod.benchmarks.targets import Placement, Target, free_port, kill
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 

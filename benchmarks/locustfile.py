@@ -27,7 +27,7 @@ import gevent
 from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from benchmarks import hdr
+from proto2prod.benchmarks import hdr
 
 KIND = os.environ.get("P2P_KIND", "json")
 PATH = os.environ.get("P2P_PATH", "/predict")

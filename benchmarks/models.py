@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry import ModelRef
+from proto2prod.registry import ModelRef
 
 EXAMPLES = {
-    "digits": "examples.digits:Digits",
-    "heavy": "examples.heavy:Shapes",
-    "wine": "examples.tabular:Wine",
+    "digits": "proto2prod.examples.digits:Digits",
+    "heavy": "proto2prod.examples.heavy:Shapes",
+    "wine": "proto2prod.examples.tabular:Wine",
 }
 
 
@@ -31,7 +31,7 @@ def recorded_entry(ref: str) -> str:
     """The entry point a registered version recorded, from the user's registry."""
     from proto2prod import Settings
     from proto2prod.errors import IncompatibleVersion
-    from registry import Registry
+    from proto2prod.registry import Registry
 
     info = Registry(Settings.from_env()).resolve(ModelRef.parse(ref), with_metrics=False)
     recorded = info.tags.get("proto2prod.entry")
@@ -49,7 +49,7 @@ def import_version(ref: str, home: Path) -> None:
 
     from proto2prod import Settings, Trained
     from proto2prod.definition import load_definition
-    from registry import Registry, fetch, publish
+    from proto2prod.registry import Registry, fetch, publish
 
     local = fetch(Registry(Settings.from_env()), ModelRef.parse(ref))
     definition = load_definition(recorded_entry(ref))

@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import load, models, scenarios, targets
-from benchmarks.targets import IMAGE_ONLY, Placement
+from proto2prod.benchmarks import load, models, scenarios, targets
+from proto2prod.benchmarks.targets import IMAGE_ONLY, Placement
 
 ARCHITECTURES = ["gradio", "prototype", "asgi", "decoupled", "service", "mlflow"]
 EXAMPLES = models.EXAMPLES
@@ -152,7 +152,8 @@ def measure_limit(
         [
             sys.executable,
             "-c",
-            "import torch; torch.set_num_threads(1); from benchmarks.limit import main; main()",
+            "import torch; torch.set_num_threads(1); "
+            "from proto2prod.benchmarks.limit import main; main()",
             f"{model}@production",
             str(payload),
             str(plan.limit_seconds),

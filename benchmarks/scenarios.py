@@ -20,8 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import load
-from benchmarks.targets import BIN, Placement, Target, free_port, kill, process, wait_http
+from proto2prod.benchmarks import load
+from proto2prod.benchmarks.targets import (
+    BIN,
+    Placement,
+    Target,
+    free_port,
+    kill,
+    process,
+    wait_http,
+)
 
 UPDATE_POLL_S = 5.0
 

@@ -137,7 +137,9 @@ def start(
             )
             return
         if name in ("gradio", "asgi"):
-            args = placement.server([py, "-m", "benchmarks.apps.model_app", name, ref, str(port)])
+            args = placement.server(
+                [py, "-m", "proto2prod.benchmarks.apps.model_app", name, ref, str(port)]
+            )
             ready = url if name == "gradio" else f"{url}/health"
             pid = stack.enter_context(process(args, ready, log, env))
             if name == "gradio":

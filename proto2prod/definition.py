@@ -1,9 +1,9 @@
 """Load a model definition and check it against the contract, failing at load, never later.
 
-A definition is named by a file (`examples/digits.py`), a file and class
-(`examples/digits.py:Digits`) or an importable entry (`examples.digits:Digits`). Every rule
-that can be checked without weights is checked here, with a message naming the rule, so a
-mistake shows when the file loads rather than on the first request.
+A definition is named by a file (`my_model.py`), a file and class (`my_model.py:Iris`) or
+an importable entry (`proto2prod.examples.digits:Digits`). Every rule that can be checked
+without weights is checked here, with a message naming the rule, so a mistake shows when
+the file loads rather than on the first request.
 """
 
 from __future__ import annotations
@@ -109,13 +109,17 @@ def _importable_name(path: Path) -> str | None:
     if len(parts) == 1:
         return None
     name = ".".join(parts)
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or spec.origin is None or Path(spec.origin).resolve() != path:
-        return None
-    return name
+    # The repository's top-level folders install as subpackages of proto2prod
+    # (examples/digits.py -> proto2prod.examples.digits): prefer the installed name, the
+    # one a service or a Bento elsewhere can import.
+    for candidate in (f"proto2prod.{name}", name):
+        try:
+            spec = importlib.util.find_spec(candidate)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin is not None and Path(spec.origin).resolve() == path:
+            return candidate
+    return None
 
 
 def _pick_class(module: ModuleType, class_name: str, *, where: str) -> type[Model]:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import httpx
 
     from proto2prod.predictor import Predictor
-    from prototype.spec import UISpec
+    from proto2prod.prototype.spec import UISpec
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,12 @@ def in_process(
     from proto2prod.definition import load_definition
     from proto2prod.model import NullProgress
     from proto2prod.predictor import Predictor
-    from prototype.spec import UISpec
+    from proto2prod.prototype.spec import UISpec
 
     definition = load_definition(definition_ref)
     model = definition.model
     if model_ref:
-        from registry import ModelRef, Registry, fetch
+        from proto2prod.registry import ModelRef, Registry, fetch
 
         ref = ModelRef.parse(model_ref)
         if ref.name != model.name:
@@ -145,7 +145,7 @@ def in_process(
 
 
 def remote(url: str) -> tuple[Remote, UISpec]:
-    from prototype.spec import UISpec
+    from proto2prod.prototype.spec import UISpec
 
     backend = Remote(url)
     return backend, UISpec.from_metadata(backend.metadata())

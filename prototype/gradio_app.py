@@ -17,9 +17,9 @@ from typing import Any
 import gradio as gr
 
 from proto2prod import fields
-from prototype.backends import Backend, Outcome
-from prototype.convert import example_array, label_scores, widget_item
-from prototype.spec import UISpec
+from proto2prod.prototype.backends import Backend, Outcome
+from proto2prod.prototype.convert import example_array, label_scores, widget_item
+from proto2prod.prototype.spec import UISpec
 
 DEFAULTS = {"in-process": (1, 32), "remote": (8, 16)}  # (concurrency_limit, max_batch_size)
 MAX_FILE_SIZE = "10mb"

@@ -12,10 +12,10 @@ from typing import Any
 import streamlit as st
 
 from proto2prod import fields
+from proto2prod.prototype.backends import Backend, in_process, remote
+from proto2prod.prototype.convert import example_array, image_item
+from proto2prod.prototype.spec import UISpec
 from proto2prod.settings import PrototypeSettings
-from prototype.backends import Backend, in_process, remote
-from prototype.convert import example_array, image_item
-from prototype.spec import UISpec
 
 
 @st.cache_resource(show_spinner="Loading the model...")

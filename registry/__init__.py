@@ -3,10 +3,10 @@
 Imports only the contract (`proto2prod`); MLflow is imported on first use.
 """
 
-from registry.cache import LocalVersion, cached, fetch, remember_alias, verify
-from registry.client import Registry, VersionInfo
-from registry.publish import Published, publish
-from registry.reference import ModelRef, check_alias
+from proto2prod.registry.cache import LocalVersion, cached, fetch, remember_alias, verify
+from proto2prod.registry.client import Registry, VersionInfo
+from proto2prod.registry.publish import Published, publish
+from proto2prod.registry.reference import ModelRef, check_alias
 
 __all__ = [
     "LocalVersion",

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from proto2prod.errors import IntegrityError
-from registry.client import Registry, VersionInfo, _mlflow_error
-from registry.publish import WEIGHTS, sha256_file
-from registry.reference import ModelRef
+from proto2prod.registry.client import Registry, VersionInfo, _mlflow_error
+from proto2prod.registry.publish import WEIGHTS, sha256_file
+from proto2prod.registry.reference import ModelRef
 
 
 @dataclass(frozen=True)

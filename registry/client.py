@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proto2prod.errors import ModelNotFound, RegistryError, RegistryUnavailable
+from proto2prod.registry.reference import ModelRef, check_alias
 from proto2prod.settings import Settings
-from registry.reference import ModelRef, check_alias
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -21,8 +21,8 @@ from typing import Any
 from proto2prod.definition import Definition
 from proto2prod.errors import RegistryError
 from proto2prod.model import Trained
-from registry.client import TAG, Registry, _mlflow_error
-from registry.reference import check_alias
+from proto2prod.registry.client import TAG, Registry, _mlflow_error
+from proto2prod.registry.reference import check_alias
 
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 WEIGHTS = "weights.safetensors"

@@ -31,11 +31,11 @@ from starlette.routing import Route
 
 from proto2prod.definition import Definition
 from proto2prod.errors import InvalidInput, RegistryUnavailable
+from proto2prod.registry import ModelRef, Registry
+from proto2prod.service.batcher import MicroBatcher, Overloaded
+from proto2prod.service.http import Admission, BodyLimit, error_response
+from proto2prod.service.runtime import ModelRuntime, find_definition
 from proto2prod.settings import ServiceSettings, Settings
-from registry import ModelRef, Registry
-from service.batcher import MicroBatcher, Overloaded
-from service.http import Admission, BodyLimit, error_response
-from service.runtime import ModelRuntime, find_definition
 
 log = logging.getLogger("proto2prod.service")
 if not logging.getLogger("proto2prod").handlers:  # BentoML configures only its own loggers

@@ -27,8 +27,16 @@ from proto2prod.errors import (
     RegistryUnavailable,
     gpu_required_message,
 )
+from proto2prod.registry import (
+    LocalVersion,
+    ModelRef,
+    Registry,
+    VersionInfo,
+    cached,
+    fetch,
+    remember_alias,
+)
 from proto2prod.settings import ServiceSettings, Settings
-from registry import LocalVersion, ModelRef, Registry, VersionInfo, cached, fetch, remember_alias
 
 log = logging.getLogger("proto2prod.service")
 

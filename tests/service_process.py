@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from proto2prod import Definition, Settings, Trained
-from registry import Registry, publish
+from proto2prod.registry import Registry, publish
 from tests.conftest import BIN
 from tests.processes import free_port, server
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from benchmarks import hdr, load, report
-from benchmarks.targets import Placement, Target
 from proto2prod import Definition, Settings, Trained
+from proto2prod.benchmarks import hdr, load, report
+from proto2prod.benchmarks.targets import Placement, Target
 from tests.conftest import BIN, ROOT
 from tests.processes import free_port, server
 
@@ -174,7 +174,7 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
 
 
 def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -> None:
-    from benchmarks.targets import start
+    from proto2prod.benchmarks.targets import start
 
     before = {p.pid for p in psutil.process_iter()}
     home = tmp_path / "empty-home"  # no registry: the service never becomes ready
@@ -182,7 +182,7 @@ def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -
         with start(
             "asgi",
             "digits",
-            "examples.digits:Digits",
+            "proto2prod.examples.digits:Digits",
             home=home,
             logs=tmp_path,
             placement=Placement(None, None),
@@ -192,7 +192,7 @@ def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -
 
 
 def test_update_timeline_arithmetic(tmp_path: Path) -> None:
-    from benchmarks.scenarios import Timeline
+    from proto2prod.benchmarks.scenarios import Timeline
 
     log = tmp_path / "versions.csv"
     log.write_text("99.0,1,1\n100.5,1,1\n101.0,0,\n102.0,0,\n104.5,1,2\n105.0,1,2\n")
@@ -254,7 +254,7 @@ def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
     tmp_path: Path, digits: Definition, digits_quick: Trained
 ) -> None:
     """`--model REF` reads the user's registry only; Ctrl-C mid-scenario stops at once."""
-    from registry import Registry, publish
+    from proto2prod.registry import Registry, publish
 
     user_home = tmp_path / "user-home"
     user = Registry(Settings.from_env({"PROTO2PROD_HOME": str(user_home)}))

@@ -47,8 +47,8 @@ def test_good_definition_loads_with_entry_and_source(tmp_path: Path) -> None:
 
 
 def test_importable_entry_point() -> None:
-    definition = load_definition("examples.tabular:Wine")
-    assert definition.entry == "examples.tabular:Wine"
+    definition = load_definition("proto2prod.examples.tabular:Wine")
+    assert definition.entry == "proto2prod.examples.tabular:Wine"
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def test_bentoml_build_makes_a_bento(tmp_path: Path) -> None:
     bentos = list((tmp_path / "bentoml" / "bentos" / "proto2prod").glob("*/bento.yaml"))
     assert len(bentos) == 1
     manifest = bentos[0].read_text()
-    assert "service.app:ModelService" in manifest
+    assert "proto2prod.service.app:ModelService" in manifest
     assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in manifest
     src = bentos[0].parent / "src"
     assert (src / "service" / "app.py").is_file() and (src / "examples" / "digits.py").is_file()

@@ -25,7 +25,7 @@ def test_example_trains_quickly_and_predicts_its_examples(example: str) -> None:
 
 def test_digits_held_out_accuracy_through_png(digits: Definition, digits_trained: Trained) -> None:
     """Held-out digits sent the way a browser sends them (base64 PNG) score >= 95 %."""
-    from examples.digits import load_split
+    from proto2prod.examples.digits import load_split
 
     _, x_test, _, y_test = load_split()
     items = [fields.Image.to_png_base64(image) for image in x_test]
@@ -38,7 +38,7 @@ def test_digits_held_out_accuracy_through_png(digits: Definition, digits_trained
 
 def test_digits_reads_a_large_drawing(digits: Definition, digits_trained: Trained) -> None:
     """A person's drawing: 200x160, dark ink on white, off-centre. preprocess frames it."""
-    from examples.digits import load_split
+    from proto2prod.examples.digits import load_split
 
     _, x_test, _, y_test = load_split()
     predictor = Predictor(digits.model, digits_trained.weights, "cpu")

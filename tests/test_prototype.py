@@ -15,7 +15,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from proto2prod import Definition, NullProgress, Settings, Trained, fields, load_definition
-from registry import Registry, publish
+from proto2prod.registry import Registry, publish
 from tests.conftest import EXAMPLES, ROOT
 from tests.processes import stop
 from tests.service_process import running_prototype, running_service_process
@@ -41,7 +41,7 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, digits: Definition, digits_trained: Trained
 ) -> Iterator[Stack]:
     """digits@production in a registry, the service on it, and both kinds of Gradio app."""
-    from examples.digits import load_split
+    from proto2prod.examples.digits import load_split
 
     root = tmp_path_factory.mktemp("prototype")
     home = root / "home"
@@ -95,7 +95,7 @@ def test_the_drawing_route_reads_ink_on_transparent_paper(stack: Stack) -> None:
     """The sketchpad hands over RGBA: a transparent background and black ink strokes."""
     from PIL import Image
 
-    from examples.digits import load_split
+    from proto2prod.examples.digits import load_split
 
     _, x_test, _, y_test = load_split()
     client = Client(stack.in_process, verbose=False)

@@ -20,9 +20,9 @@ from proto2prod import (
     Trained,
 )
 from proto2prod.predictor import Predictor
-from registry import ModelRef, Registry, fetch, publish
-from registry.client import history_tag, log_tag
-from registry.publish import WEIGHTS
+from proto2prod.registry import ModelRef, Registry, fetch, publish
+from proto2prod.registry.client import history_tag, log_tag
+from proto2prod.registry.publish import WEIGHTS
 from tests.compare import assert_same_outputs
 
 
@@ -82,7 +82,7 @@ def test_pyfunc_by_alias_gives_the_predictor_outputs(
     assert meta["schema"]["inputs"] == digits.model.inputs.json_schema()
     info = registry.resolve(f"digits/{published.version}")
     assert set(info.sha256) == {"weights.safetensors", "definition.py", "entry.py"}
-    assert info.tags["proto2prod.entry"] == "examples.digits:Digits"
+    assert info.tags["proto2prod.entry"] == "proto2prod.examples.digits:Digits"
 
 
 def test_no_pickle_among_the_artifacts(

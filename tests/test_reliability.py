@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from proto2prod import Definition, NullProgress, Settings, Trained, load_definition
-from registry import Registry, publish
+from proto2prod.registry import Registry, publish
 from tests.conftest import BIN
 from tests.postgres import postgres_bin, running_postgres
 from tests.service_process import (

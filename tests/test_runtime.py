@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from proto2prod import Definition, NullProgress, Settings, Trained, load_definition
+from proto2prod.registry import Registry, publish
+from proto2prod.service.batcher import MicroBatcher, Overloaded
+from proto2prod.service.runtime import ModelRuntime, find_definition
 from proto2prod.settings import ServiceSettings, SettingsError
-from registry import Registry, publish
-from service.batcher import MicroBatcher, Overloaded
-from service.runtime import ModelRuntime, find_definition
 from tests.conftest import EXAMPLES
 
 
@@ -82,7 +82,7 @@ def test_nothing_to_serve_is_not_ready_with_a_reason(
 def test_definition_must_be_the_served_model(embedded: Settings) -> None:
     config = ServiceSettings(model="wine@production", definition=str(EXAMPLES / "digits.py"))
     from proto2prod import IncompatibleVersion
-    from registry import ModelRef
+    from proto2prod.registry import ModelRef
 
     with pytest.raises(IncompatibleVersion, match="is model 'digits', not 'wine'"):
         find_definition(config, Registry(embedded), ModelRef.parse(config.model))
@@ -160,7 +160,7 @@ def test_a_pickle_disguised_as_weights_is_refused_unrun(
 ) -> None:
     import pickle
 
-    from registry.publish import sha256_file
+    from proto2prod.registry.publish import sha256_file
 
     marker = tmp_path / "pwned"
     bad = publish(runtime.registry, digits, digits_quick).version

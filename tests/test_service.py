@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from proto2prod import Definition, Settings, Trained, fields
 from proto2prod.predictor import Predictor
-from registry import Registry, fetch, publish
-from registry.publish import WEIGHTS, sha256_file
+from proto2prod.registry import Registry, fetch, publish
+from proto2prod.registry.publish import WEIGHTS, sha256_file
 from tests.compare import assert_same_outputs
 from tests.service_process import (
     ADMIN_TOKEN,
@@ -76,7 +76,7 @@ def service(
 
 
 def held_out_pngs() -> tuple[list[str], np.ndarray]:
-    from examples.digits import load_split
+    from proto2prod.examples.digits import load_split
 
     _, x_test, _, y_test = load_split()
     return [fields.Image.to_png_base64(x) for x in x_test], y_test
@@ -104,7 +104,7 @@ def test_metadata_and_health_routes(service: Digits) -> None:
     meta = service.metadata()
     assert meta["name"] == "digits" and meta["alias"] == "production"
     assert meta["device"] == "cpu" and meta["registry_reachable"] is True
-    assert meta["definition"] == "examples.digits:Digits"
+    assert meta["definition"] == "proto2prod.examples.digits:Digits"
     for key in ("version", "run_id", "loaded_at", "last_registry_check"):
         assert meta[key], key
     assert service.http.get("/livez").status_code == 200
@@ -344,7 +344,7 @@ def _artifact_file(registry: Registry, version: str) -> Path:
     """The weights file of `version` in the embedded artifact store."""
     from urllib.parse import urlparse
 
-    from registry.cache import _artifact_location
+    from proto2prod.registry.cache import _artifact_location
 
     info = registry.resolve(f"digits/{version}")
     return Path(urlparse(_artifact_location(registry, info)).path) / "artifacts" / WEIGHTS

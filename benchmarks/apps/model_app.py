@@ -1,7 +1,7 @@
 """The peers proto2prod is measured against, each with the model inside the web process.
 
-    python -m benchmarks.apps.model_app gradio REF PORT   # gr.Interface(...).launch(), defaults
-    python -m benchmarks.apps.model_app asgi REF PORT     # a plain ASGI app (Starlette)
+    python -m proto2prod.benchmarks.apps.model_app gradio REF PORT  # gr.Interface, defaults
+    python -m proto2prod.benchmarks.apps.model_app asgi REF PORT    # a plain Starlette app
 
 `gradio` is the app a user writes first; `asgi` isolates the architecture (model in the web
 server) from Gradio's queue. Both load the weights from the registry and predict through
@@ -17,7 +17,7 @@ from typing import Any
 def load(ref: str) -> Any:
     from proto2prod.definition import load_definition
     from proto2prod.predictor import Predictor
-    from registry import Registry, fetch
+    from proto2prod.registry import Registry, fetch
 
     local = fetch(Registry(), ref)
     definition = load_definition(local.info.tags["proto2prod.entry"])

@@ -33,8 +33,8 @@ AliasOption = Annotated[
 
 
 def _registry():  # type: ignore[no-untyped-def]
+    from proto2prod.registry import Registry
     from proto2prod.settings import Settings
-    from registry import Registry
 
     return Registry(Settings.from_env())
 
@@ -53,7 +53,7 @@ def train(
     """Train a model definition, publish it to the registry and register a new version."""
     with user_errors():
         from proto2prod.definition import load_definition
-        from registry import check_alias, publish
+        from proto2prod.registry import check_alias, publish
 
         if alias is not None:
             check_alias(alias)
@@ -149,7 +149,7 @@ def serve(
 
     with user_errors():
         from proto2prod.errors import MissingExtra
-        from registry.reference import ModelRef
+        from proto2prod.registry.reference import ModelRef
 
         ModelRef.parse(model)
         if importlib.util.find_spec("bentoml") is None:
@@ -160,7 +160,7 @@ def serve(
         if poll_s is not None:
             env["PROTO2PROD_POLL_S"] = str(poll_s)
         _check_service_settings(env)
-    args = [sys.executable, "-m", "bentoml", "serve", "service.app:ModelService"]
+    args = [sys.executable, "-m", "bentoml", "serve", "proto2prod.service.app:ModelService"]
     args += ["--host", host, "--port", str(port)]
     console.print(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     sys.stdout.flush()
@@ -174,9 +174,9 @@ def _check_service_settings(env: dict[str, str]) -> None:
     import sys
 
     from proto2prod.errors import DeviceUnavailable, gpu_required_message
+    from proto2prod.registry import ModelRef, Registry
+    from proto2prod.service.runtime import find_definition
     from proto2prod.settings import ServiceSettings, Settings
-    from registry import ModelRef, Registry
-    from service.runtime import find_definition
 
     config = ServiceSettings.from_env(env)
     if config.require_gpu:
@@ -267,8 +267,8 @@ def prototype(
                 "10",
             ]
             os.execvpe(args[0], args, {**os.environ, **config.environ()})
-        from prototype import gradio_app
-        from prototype.backends import in_process, remote
+        from proto2prod.prototype import gradio_app
+        from proto2prod.prototype.backends import in_process, remote
 
         if backend:
             runner, spec = remote(backend)
@@ -335,7 +335,7 @@ def bench(
     import time as _time
 
     with user_errors():
-        from benchmarks import report, runner
+        from proto2prod.benchmarks import report, runner
         from proto2prod.extras import require
 
         for module in ("locust", "hdrh", "matplotlib", "gradio", "bentoml"):
@@ -343,8 +343,8 @@ def bench(
         refs: dict[str, str] = {}
         entries: dict[str, str] = {}
         if model is not None:
-            from benchmarks.models import recorded_entry
-            from registry.reference import ModelRef
+            from proto2prod.benchmarks.models import recorded_entry
+            from proto2prod.registry.reference import ModelRef
 
             name = ModelRef.parse(model).name
             refs, entries, names = {name: model}, {name: recorded_entry(model)}, [name]
@@ -399,7 +399,7 @@ def bench(
 
 
 def _streamlit_script() -> str:
-    import prototype
+    from proto2prod import prototype
 
     return str(Path(prototype.__file__).with_name("streamlit_app.py"))
 

@@ -22,7 +22,7 @@ import typer
 from proto2prod.cli.output import console, err_console
 from proto2prod.processes import kill, spawn, wait_http
 
-EXAMPLE = "examples.digits:Digits"
+EXAMPLE = "proto2prod.examples.digits:Digits"
 
 
 def port_or_free(port: int) -> int:
