@@ -6,6 +6,7 @@ Every part (registry, service, prototype, benchmarks) takes a `Settings` instead
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -67,6 +68,22 @@ class Settings:
             registry_timeout_s=_float(env, "PROTO2PROD_REGISTRY_TIMEOUT_S", 10.0),
             registry_retries=_int(env, "PROTO2PROD_REGISTRY_RETRIES", 2),
         )
+
+    def mlflow_environment(self) -> dict[str, str]:
+        """MLflow's own variables for these registry settings.
+
+        MLflow reads its timeouts from the environment on every request (its defaults, 120 s
+        and 7 retries, would hang a CLI or a poller for minutes on a dead server). A library
+        call never writes `os.environ`; our own processes apply this once at start-up
+        (`proto2prod.startup.configure_process`), and our settings win over values a parent
+        process left behind.
+        """
+        return {
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(math.ceil(self.registry_timeout_s)),  # an int
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.registry_retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

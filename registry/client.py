@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import math
 import os
 import time
 import warnings
@@ -86,8 +84,8 @@ class VersionInfo:
 class Registry:
     """A connection to the tracking server (or the embedded SQLite store) of `settings`."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings.from_env()
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.uri = self.settings.effective_tracking_uri
         self._client: MlflowClient | None = None
 
@@ -98,24 +96,38 @@ class Registry:
         return self._client
 
     def _connect(self) -> MlflowClient:
-        # MLflow reads these per request; its defaults (120 s, 7 retries) would hang a CLI
-        # or a poller for many minutes on a dead server. Our settings win, always: a value
-        # left in the environment by a parent process (the demo, the benchmark, a test
-        # runner) must not override the PROTO2PROD_REGISTRY_* a child server was given.
-        timeout = str(math.ceil(self.settings.registry_timeout_s))  # MLflow wants an int
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = timeout
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.settings.registry_retries)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        import mlflow
+        # The client takes its URIs explicitly: MLflow's global URI (and the
+        # MLFLOW_TRACKING_URI that `mlflow.set_tracking_uri` writes) stay the caller's.
         from mlflow import MlflowClient
 
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
         if self.settings.embedded:
             self.settings.home.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    @contextlib.contextmanager
+    def fluent(self) -> Iterator[None]:
+        """MLflow's fluent API (runs, `log_model`) pointed at this registry for the block.
+
+        Those calls read MLflow's global tracking URI, and `mlflow.set_tracking_uri` also
+        writes `MLFLOW_TRACKING_URI` into the environment, where every child process would
+        inherit it. Both are put back exactly as they were afterwards (MLflow's own
+        `_use_tracking_uri` unsets a variable the caller had set). Not thread-safe: publish
+        runs in a CLI or a notebook, never on a server's request path.
+        """
+        import mlflow
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        before_global = tracking_utils._tracking_uri
+        before_env = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            yield
+        finally:
+            tracking_utils._tracking_uri = before_global
+            if before_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before_env
 
     @contextlib.contextmanager
     def errors(self, what: str) -> Iterator[None]:

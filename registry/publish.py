@@ -91,7 +91,6 @@ def publish(
     Predictor(model, trained.weights, "cpu").predict_batch(model.examples()[:1])
 
     client = registry.client
-    mlflow.set_tracking_uri(registry.uri)  # the fluent API below uses the global URI
     experiment_id = _experiment(registry, model.name)
     with tempfile.TemporaryDirectory(prefix="proto2prod-publish-") as tmp:
         files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION)}
@@ -110,7 +109,7 @@ def publish(
         if commit:
             tags["mlflow.source.git.commit"] = commit
 
-        with registry.errors(f"publishing {model.name}"), registry.quiet():
+        with registry.errors(f"publishing {model.name}"), registry.quiet(), registry.fluent():
             with mlflow.start_run(experiment_id=experiment_id, run_name=model.name) as run:
                 mlflow.set_tags(tags)
                 mlflow.log_params({k: str(v)[:500] for k, v in trained.params.items()})

@@ -36,6 +36,7 @@ from proto2prod.service.batcher import MicroBatcher, Overloaded
 from proto2prod.service.http import Admission, BodyLimit, error_response
 from proto2prod.service.runtime import ModelRuntime, find_definition
 from proto2prod.settings import ServiceSettings, Settings
+from proto2prod.startup import configure_process
 
 log = logging.getLogger("proto2prod.service")
 if not logging.getLogger("proto2prod").handlers:  # BentoML configures only its own loggers
@@ -46,6 +47,7 @@ if not logging.getLogger("proto2prod").handlers:  # BentoML configures only its 
 
 SETTINGS = Settings.from_env()
 CONFIG = ServiceSettings.from_env()
+configure_process(SETTINGS, serving=True)  # this process is ours: set it up once
 MODEL_NAME = ModelRef.parse(CONFIG.model).name
 
 # BentoML imports this module twice: in its arbiter, for the service's configuration, and

@@ -11,7 +11,6 @@ while the current version keeps serving.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -39,9 +38,6 @@ from proto2prod.registry import (
 from proto2prod.settings import ServiceSettings, Settings
 
 log = logging.getLogger("proto2prod.service")
-
-# The service never deserialises pickle from the registry (MLflow honours this too).
-os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
 
 
 def _now() -> float:

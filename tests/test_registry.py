@@ -164,12 +164,17 @@ def test_rollback_history_is_a_registered_model_tag(
     assert stamps == sorted(stamps) and all(abs(now - t).total_seconds() < 600 for t in stamps)
 
 
-def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path: Path) -> None:
+def test_unreachable_tracking_server_fails_fast_and_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.processes import free_port
 
     settings = Settings.from_env(
         {"PROTO2PROD_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     )
+    # What proto2prod's own processes do at start-up; a library call never writes the env.
+    for key, value in settings.mlflow_environment().items():
+        monkeypatch.setenv(key, value)
     started = time.monotonic()
     with pytest.raises(RegistryUnavailable, match="cannot reach the MLflow tracking server"):
         Registry(settings).versions("digits")
@@ -182,3 +187,44 @@ def test_model_refs_parse() -> None:
     assert str(ModelRef.parse("digits")) == "digits"
     with pytest.raises(ValueError, match="not a model reference"):
         ModelRef.parse("digits@@x")
+
+
+def test_the_library_leaves_its_callers_process_alone(
+    registry: Registry,
+    digits: Definition,
+    digits_quick: Trained,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Publish, promote, list, fetch and a service runtime write nothing to os.environ and
+    leave MLflow's global URI as the caller set it (here: somewhere else entirely, which also
+    proves nothing of ours falls back to the caller's registry)."""
+    import os
+
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from proto2prod.service.runtime import ModelRuntime
+    from proto2prod.settings import ServiceSettings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/the-callers-own")
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", "sqlite:////nonexistent/callers.db")
+
+    def ours_to_hold() -> dict[str, str]:  # MLflow's telemetry sets and drops its own id
+        return {k: v for k, v in os.environ.items() if k != "_MLFLOW_TELEMETRY_SESSION_ID"}
+
+    environ = ours_to_hold()
+
+    v1 = publish(registry, digits, digits_quick, alias="production")
+    v2 = publish(registry, digits, digits_quick)
+    registry.promote("digits", v2.version, "production")
+    registry.rollback("digits", "production")
+    assert [v.version for v in registry.versions("digits")][:2] == [v2.version, v1.version]
+    fetch(registry, "digits@production")
+    runtime = ModelRuntime(
+        registry.settings, ServiceSettings(model="digits@production"), digits, registry
+    )
+    runtime.start()
+    assert runtime.ready and runtime.current is not None
+    assert runtime.current.version == v1.version
+
+    assert ours_to_hold() == environ
+    assert tracking_utils._tracking_uri == "sqlite:////nonexistent/callers.db"

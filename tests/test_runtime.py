@@ -182,7 +182,7 @@ def test_a_pickle_disguised_as_weights_is_refused_unrun(
 
 
 def test_registry_down_and_nothing_cached_is_live_but_not_ready(
-    tmp_path: Path, digits: Definition
+    tmp_path: Path, digits: Definition, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.processes import free_port
 
@@ -193,6 +193,8 @@ def test_registry_down_and_nothing_cached_is_live_but_not_ready(
             "PROTO2PROD_REGISTRY_RETRIES": "0",
         }
     )
+    for key, value in settings.mlflow_environment().items():  # as `proto2prod serve` does
+        monkeypatch.setenv(key, value)
     rt = ModelRuntime(settings, ServiceSettings(model="digits@production"), digits)
     rt.start()
     meta = rt.metadata()

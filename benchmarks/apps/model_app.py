@@ -18,8 +18,9 @@ def load(ref: str) -> Any:
     from proto2prod.definition import load_definition
     from proto2prod.predictor import Predictor
     from proto2prod.registry import Registry, fetch
+    from proto2prod.settings import Settings
 
-    local = fetch(Registry(), ref)
+    local = fetch(Registry(Settings.from_env()), ref)
     definition = load_definition(local.info.tags["proto2prod.entry"])
     return Predictor(definition.model, local.weights)
 

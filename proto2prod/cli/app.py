@@ -27,6 +27,18 @@ app = typer.Typer(
 
 app.command()(demo)
 
+
+@app.callback()
+def _this_process() -> None:
+    """The CLI's process is ours: apply the registry settings to MLflow once, before any
+    command (the library itself never writes the environment)."""
+    from proto2prod.settings import Settings
+    from proto2prod.startup import configure_process
+
+    with user_errors():
+        configure_process(Settings.from_env())
+
+
 AliasOption = Annotated[
     str, typer.Option("--alias", "-a", help="Alias to move (e.g. production, staging).")
 ]
