@@ -25,7 +25,7 @@ from proto2prod.fields import Field
 from proto2prod.model import Model
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_REQUIRED = ("network", "examples", "train")
+_REQUIRED = ("network", "examples")  # train() is optional: `register` brings weights
 
 
 @dataclass(frozen=True)

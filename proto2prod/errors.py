@@ -3,6 +3,7 @@
     Proto2ProdError                    base; `status` is the HTTP status a service answers with
     ├── DefinitionError                a model definition breaks a rule (names the rule)
     ├── InvalidInput            422    a JSON value does not fit its field (names field and index)
+    ├── InvalidWeights          422    a weights file that cannot be read as a state dict
     ├── MissingExtra                   an optional dependency group is not installed
     └── RegistryError                  anything about the MLflow registry
         ├── ModelNotFound       404    unknown model name, version or alias
@@ -66,6 +67,12 @@ class InvalidInput(Proto2ProdError):
             "problem": self.problem,
             "expected": self.expected,
         }
+
+
+class InvalidWeights(Proto2ProdError):
+    """A weights file is not a state dict proto2prod can read without unpickling code."""
+
+    status = 422
 
 
 class MissingExtra(Proto2ProdError):

@@ -57,6 +57,14 @@ class Field:
         """Why a network output row of this shape cannot be encoded, or None if it can."""
         return None
 
+    def output_problem(self, value: Any) -> str | None:
+        """Why `value` (what postprocess returned) is not a valid output, or None if it is.
+
+        Checked on the examples before a version is registered: weights trained elsewhere
+        can give NaN or infinite outputs, which are no JSON a client could read.
+        """
+        return None
+
     # -- description ----------------------------------------------------------------------
     def json_schema(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -433,6 +441,11 @@ class Number(Field):
             return None
         return f"fields.Number needs one value per item, the network gives shape {list(row_shape)}"
 
+    def output_problem(self, value: Any) -> str | None:
+        if _is_number(value) and math.isfinite(value):
+            return None
+        return f"'{self.name}' should be a finite number, got {value!r}"
+
     def json_schema(self) -> dict[str, Any]:
         return {"title": self.name, "description": self.description, "type": "number"}
 
@@ -471,6 +484,16 @@ class Label(Field):
             for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
         }
         return {"label": self.classes[int(top.indices[0])], "scores": scores}
+
+    def output_problem(self, value: Any) -> str | None:
+        if not isinstance(value, dict) or value.get("label") not in self.classes:
+            return f"'{self.name}' should be {{'label': one of {self.classes}, 'scores': ...}}"
+        scores = value.get("scores")
+        if not isinstance(scores, dict) or not all(
+            k in self.classes and _is_number(p) and 0 <= p <= 1 for k, p in scores.items()
+        ):
+            return f"'{self.name}' scores should be probabilities 0..1 per class, got {scores!r}"
+        return None
 
     def output_shape_problem(self, row_shape: tuple[int, ...]) -> str | None:
         if row_shape == (len(self.classes),):

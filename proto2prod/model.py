@@ -59,9 +59,10 @@ class Trained:
 class Model:
     """Base class of a proto2prod model definition.
 
-    Subclasses set `name`, `inputs`, `outputs` and implement `network`, `examples` and
-    `train`; `preprocess` and `postprocess` have defaults that fit numeric inputs and
-    Label/Number outputs. `proto2prod.load_definition` checks every rule when the file loads.
+    Subclasses set `name`, `inputs`, `outputs` and implement `network` and `examples`;
+    `train` is optional (weights can come from elsewhere); `preprocess` and `postprocess`
+    have defaults that fit numeric inputs and Label/Number outputs.
+    `proto2prod.load_definition` checks every rule when the file loads.
     """
 
     name: ClassVar[str]
@@ -90,8 +91,15 @@ class Model:
         raise NotImplementedError
 
     def train(self, progress: Progress, quick: bool = False) -> Trained:
-        """Train from data a package ships or the code makes; `quick` is a short run for tests."""
+        """Optional. Train from data a package ships or the code makes; `quick` is a short run
+        for tests. Without it, register weights trained elsewhere with `proto2prod register`."""
         raise NotImplementedError
+
+    @property
+    def has_train(self) -> bool:
+        """Whether the definition trains itself; without `train()` its weights come from
+        elsewhere (`proto2prod register FILE.py --weights PATH`)."""
+        return type(self).train is not Model.train
 
     @property
     def title(self) -> str:

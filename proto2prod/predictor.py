@@ -16,8 +16,7 @@ import torch
 
 from proto2prod.errors import IncompatibleVersion, InvalidInput
 from proto2prod.model import Model
-
-WEIGHTS_FILE = "weights.safetensors"
+from proto2prod.weights import load_safetensors
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -25,20 +24,6 @@ def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (never pickle)."""
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def save_weights(weights: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
-    save_file(tensors, str(path))
 
 
 class Predictor:
@@ -59,7 +44,7 @@ class Predictor:
         self.model = model
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
-        state = load_weights(weights) if isinstance(weights, str | Path) else dict(weights)
+        state = load_safetensors(weights) if isinstance(weights, str | Path) else dict(weights)
         network = model.network()
         try:
             network.load_state_dict(state, strict=True)

@@ -215,6 +215,8 @@ class PrototypeSettings:
     """`PROTO2PROD_UI_DEFINITION`: the model definition (in-process mode)."""
     model: str | None = None
     """`PROTO2PROD_UI_MODEL`: registry reference for the weights; unset: train now."""
+    weights: str | None = None
+    """`PROTO2PROD_UI_WEIGHTS`: a weights file trained elsewhere, instead of the registry."""
     backend: str | None = None
     """`PROTO2PROD_UI_BACKEND`: the service's URL (remote mode)."""
 
@@ -224,6 +226,7 @@ class PrototypeSettings:
         config = cls(
             definition=env.get("PROTO2PROD_UI_DEFINITION") or None,
             model=env.get("PROTO2PROD_UI_MODEL") or None,
+            weights=env.get("PROTO2PROD_UI_WEIGHTS") or None,
             backend=env.get("PROTO2PROD_UI_BACKEND") or None,
         )
         if config.backend is None and config.definition is None:
@@ -237,6 +240,7 @@ class PrototypeSettings:
         pairs = {
             "PROTO2PROD_UI_DEFINITION": self.definition,
             "PROTO2PROD_UI_MODEL": self.model,
+            "PROTO2PROD_UI_WEIGHTS": self.weights,
             "PROTO2PROD_UI_BACKEND": self.backend,
         }
         return {k: v for k, v in pairs.items() if v}

@@ -8,9 +8,11 @@ sentences for a person, never stack traces.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from proto2prod.errors import InvalidInput, Proto2ProdError
+from proto2prod.errors import DefinitionError, InvalidInput, Proto2ProdError
+from proto2prod.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -116,9 +118,14 @@ class Remote:
 
 
 def in_process(
-    definition_ref: str, *, model_ref: str | None, settings: Any = None
+    definition_ref: str,
+    *,
+    model_ref: str | None,
+    weights: Path | None = None,
+    settings: Settings | None = None,
 ) -> tuple[InProcess, UISpec]:
-    """Load the definition; weights from the registry (`model_ref`) or a fresh training."""
+    """Load the definition; weights from the registry (`model_ref`), a file trained elsewhere
+    (`weights`), or a fresh training when the definition has `train()`."""
     from proto2prod.definition import load_definition
     from proto2prod.model import NullProgress
     from proto2prod.predictor import Predictor
@@ -134,10 +141,23 @@ def in_process(
             raise Proto2ProdError(
                 f"--model {model_ref} is model '{ref.name}', the definition is '{model.name}'"
             )
-        local = fetch(Registry(settings), ref)
+        local = fetch(Registry(settings or Settings.from_env()), ref)
         predictor = Predictor(model, local.weights)
         version = local.info.version
+    elif weights is not None:
+        from proto2prod.registry.publish import check_weights
+        from proto2prod.weights import read_weights
+
+        state = read_weights(weights)
+        check_weights(model, state)
+        predictor = Predictor(model, state)
+        version = f"weights from {weights.name}"
     else:
+        if not model.has_train:
+            raise DefinitionError(
+                f"{definition.entry} has no train(): give weights with --model NAME@ALIAS "
+                f"(the registry) or --weights PATH (a file trained elsewhere)"
+            )
         trained = model.train(NullProgress())
         predictor = Predictor(model, trained.weights)
         version = "trained now"

@@ -7,6 +7,7 @@ Settings come from `PROTO2PROD_UI_*`, which the CLI sets.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -23,7 +24,8 @@ def load(config: PrototypeSettings) -> tuple[Backend, UISpec]:
     if config.backend:
         return remote(config.backend)
     assert config.definition is not None
-    return in_process(config.definition, model_ref=config.model)
+    weights = Path(config.weights) if config.weights else None
+    return in_process(config.definition, model_ref=config.model, weights=weights)
 
 
 def choose_input(spec: UISpec) -> Any:

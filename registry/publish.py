@@ -13,14 +13,15 @@ import hashlib
 import json
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from proto2prod.definition import Definition
-from proto2prod.errors import RegistryError
-from proto2prod.model import Trained
+from proto2prod.errors import InvalidWeights, RegistryError
+from proto2prod.model import Model, Trained
 from proto2prod.registry.client import TAG, Registry, _mlflow_error
 from proto2prod.registry.reference import check_alias
 
@@ -71,6 +72,21 @@ def _git_commit(directory: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def check_weights(model: Model, weights: Mapping[str, Any]) -> None:
+    """Weights fit the definition: a strict load into `network()`, every example through the
+    Predictor, and outputs that fit `outputs` (weights from elsewhere can give NaN)."""
+    from proto2prod.predictor import Predictor
+
+    outputs = Predictor(model, weights, "cpu").predict_batch(model.examples())
+    for i, output in enumerate(outputs):
+        problem = model.outputs.output_problem(output)
+        if problem:
+            raise InvalidWeights(
+                f"with these weights examples()[{i}] gives an output that does not fit "
+                f"`outputs`: {problem}"
+            )
+
+
 def publish(
     registry: Registry,
     definition: Definition,
@@ -78,23 +94,27 @@ def publish(
     *,
     alias: str | None = None,
     source_path: Path | None = None,
+    origin: Mapping[str, str] | None = None,
 ) -> Published:
-    """Log `trained` as a new version of `definition.model.name`; optionally set `alias`."""
+    """Log `trained` as a new version of `definition.model.name`; optionally set `alias`.
+
+    `origin` says where the weights came from, recorded as `proto2prod.origin.*` tags:
+    `{"by": "train"}` by default, `register` adds the weights file and its sha256.
+    """
     import mlflow
 
-    from proto2prod.predictor import Predictor, save_weights
+    from proto2prod.weights import save_safetensors
 
     model = definition.model
     if alias is not None:
         check_alias(alias)
-    # Refuse weights that do not fit before anything is written to the registry.
-    Predictor(model, trained.weights, "cpu").predict_batch(model.examples()[:1])
+    check_weights(model, trained.weights)  # before anything is written to the registry
 
     client = registry.client
     experiment_id = _experiment(registry, model.name)
     with tempfile.TemporaryDirectory(prefix="proto2prod-publish-") as tmp:
         files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION)}
-        save_weights(trained.weights, files[WEIGHTS])
+        save_safetensors(trained.weights, files[WEIGHTS])
         files[DEFINITION].write_text(definition.source)
         digests = {name: sha256_file(path) for name, path in files.items()}
         digests["entry.py"] = sha256_file(ENTRY)
@@ -103,6 +123,7 @@ def publish(
             f"{TAG}.entry": definition.entry,
             f"{TAG}.spec": json.dumps(spec, sort_keys=True),
             f"{TAG}.definition_sha256": definition.source_sha256,
+            **{f"{TAG}.origin.{k}": v for k, v in (origin or {"by": "train"}).items()},
             **{f"{TAG}.sha256.{name}": digest for name, digest in digests.items()},
         }
         commit = _git_commit(source_path.parent if source_path else Path.cwd())

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from proto2prod import Definition, IncompatibleVersion, InvalidInput, Trained
-from proto2prod.predictor import Predictor, load_weights, save_weights
+from proto2prod.predictor import Predictor
+from proto2prod.weights import load_safetensors, save_safetensors
 from tests.compare import assert_same_outputs
 
 
@@ -48,12 +49,12 @@ def test_weights_round_trip_through_safetensors(
     tmp_path: Path, digits: Definition, digits_quick: Trained, predictor: Predictor
 ) -> None:
     path = tmp_path / "weights.safetensors"
-    save_weights(digits_quick.weights, path)
+    save_safetensors(digits_quick.weights, path)
     assert path.read_bytes()[:1] != b"\x80"  # not a pickle stream
     from_file = Predictor(digits.model, path, "cpu")
     items = digits.model.examples()
     assert from_file.predict_batch(items) == predictor.predict_batch(items)
-    assert set(load_weights(path)) == set(digits_quick.weights)
+    assert set(load_safetensors(path)) == set(digits_quick.weights)
 
 
 def test_weights_that_do_not_fit_are_refused(digits: Definition, digits_quick: Trained) -> None:

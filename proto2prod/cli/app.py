@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from proto2prod.cli.demo import demo
 from proto2prod.cli.output import BarProgress, console, user_errors
+
+if TYPE_CHECKING:
+    from proto2prod.registry import Published
 
 app = typer.Typer(
     name="proto2prod",
@@ -65,12 +69,18 @@ def train(
     """Train a model definition, publish it to the registry and register a new version."""
     with user_errors():
         from proto2prod.definition import load_definition
+        from proto2prod.errors import DefinitionError
         from proto2prod.registry import check_alias, publish
 
         if alias is not None:
             check_alias(alias)
         registry = _registry()
         definition = load_definition(model_file)
+        if not definition.model.has_train:
+            raise DefinitionError(
+                f"{definition.entry} has no train(); register weights trained elsewhere "
+                f"with: proto2prod register {model_file} --weights PATH"
+            )
         with BarProgress() as progress:
             trained = definition.model.train(progress, quick=quick)
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in trained.metrics.items())
@@ -78,7 +88,90 @@ def train(
         published = publish(
             registry, definition, trained, alias=alias, source_path=Path(model_file.split(":")[0])
         )
-    tail = f" with alias [bold]@{alias}[/]" if alias else ""
+    _say_registered(published)
+
+
+@app.command()
+def register(
+    model_file: Annotated[
+        str,
+        typer.Argument(help="The model definition: FILE.py, FILE.py:Class or module:Class."),
+    ],
+    weights: Annotated[
+        Path,
+        typer.Option(
+            "--weights",
+            "-w",
+            help="Weights trained elsewhere: .safetensors, or a PyTorch state dict "
+            "(.pt, .pth, .bin; read with weights_only=True and converted).",
+        ),
+    ],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", "-m", help="NAME=NUMBER, a held-out metric (repeatable)."),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="NAME=VALUE, a training parameter (repeatable)."),
+    ] = None,
+    alias: Annotated[
+        str | None, typer.Option("--alias", "-a", help="Point this alias at the new version.")
+    ] = None,
+) -> None:
+    """Register weights trained elsewhere (a notebook, a cluster, a checkpoint) as a version.
+
+    Nothing is written to the registry until the weights load strictly into network() and
+    every example gives an output that fits the definition's fields.
+    """
+    with user_errors():
+        from proto2prod.definition import load_definition
+        from proto2prod.model import Trained
+        from proto2prod.registry import check_alias, publish
+        from proto2prod.registry.publish import sha256_file
+        from proto2prod.weights import read_weights
+
+        if alias is not None:
+            check_alias(alias)
+        metrics = {
+            key: _number("--metric", key, value) for key, value in _pairs("--metric", metric)
+        }
+        params = dict(_pairs("--param", param))
+        definition = load_definition(model_file)
+        state = read_weights(weights)
+        origin = {"by": "register", "file": weights.name, "sha256": sha256_file(weights)}
+        published = publish(
+            _registry(),
+            definition,
+            Trained(weights=state, metrics=metrics, params=params),
+            alias=alias,
+            source_path=Path(model_file.split(":")[0]),
+            origin=origin,
+        )
+    _say_registered(published)
+
+
+def _pairs(option: str, given: list[str] | None) -> list[tuple[str, str]]:
+    pairs = []
+    for text in given or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} {text!r}: write NAME=VALUE, e.g. {option} accuracy=0.97")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _number(option: str, key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"{option} {key}={value!r}: the value must be a finite number")
+    return number
+
+
+def _say_registered(published: Published) -> None:
+    tail = f" with alias [bold]@{published.alias}[/]" if published.alias else ""
     console.print(
         f"registered [bold]{published.name}[/] version [bold]{published.version}[/]{tail}: "
         f"{published.uri}"
@@ -215,6 +308,10 @@ def prototype(
     train: Annotated[
         bool, typer.Option(help="Train now for the weights (the default without --model).")
     ] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Weights trained elsewhere (.safetensors, .pt, .pth, .bin)."),
+    ] = None,
     backend: Annotated[
         str | None,
         typer.Option(help="Call the service at this URL instead of running the model here."),
@@ -246,8 +343,8 @@ def prototype(
             raise ValueError(f"--ui {ui!r}: choose gradio or streamlit")
         if backend is None and model_file is None:
             raise ValueError("give a MODEL_FILE to run in-process, or --backend URL")
-        if model and train:
-            raise ValueError("--model and --train both say where weights come from: pick one")
+        if sum(map(bool, (model, train, weights))) > 1:
+            raise ValueError("--model, --weights and --train each say where weights come from")
         if share and ui == "gradio" and not auth:
             raise ValueError("--share publishes the app on the internet: add --auth USER:PASSWORD")
         credentials = tuple(auth.split(":", 1)) if auth else None
@@ -256,7 +353,10 @@ def prototype(
         if importlib.util.find_spec(ui) is None:
             raise MissingExtra(ui, "ui")
         config = PrototypeSettings(
-            definition=None if backend else model_file, model=model, backend=backend
+            definition=None if backend else model_file,
+            model=model,
+            weights=str(weights.absolute()) if weights else None,
+            backend=backend,
         )
         if ui == "streamlit":
             args = [
@@ -286,7 +386,7 @@ def prototype(
             runner, spec = remote(backend)
         else:
             assert model_file is not None
-            runner, spec = in_process(model_file, model_ref=model)
+            runner, spec = in_process(model_file, model_ref=model, weights=weights)
         app_ = gradio_app.build(spec, runner, concurrency=concurrency, batch_size=batch_size)
     url = gradio_app.launch(
         app_,
