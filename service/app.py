@@ -45,8 +45,25 @@ if not logging.getLogger("proto2prod").handlers:  # BentoML configures only its 
     logging.getLogger("proto2prod").addHandler(_handler)
     logging.getLogger("proto2prod").setLevel(logging.INFO)
 
-SETTINGS = Settings.from_env()
-CONFIG = ServiceSettings.from_env()
+
+def _environment() -> dict[str, str]:
+    """The process environment over the defaults a Bento carries.
+
+    `proto2prod build` records the reference and the definition as the Bento's arguments,
+    which BentoML restores wherever it loads the Bento, so `bentoml serve TAG` needs no
+    environment (a container gets them as ENV as well); the environment still wins.
+    """
+    args = vars(bentoml.use_arguments())
+    defaults = {
+        "PROTO2PROD_MODEL": args.get("model"),
+        "PROTO2PROD_DEFINITION": args.get("definition"),
+    }
+    return {**{k: str(v) for k, v in defaults.items() if v}, **os.environ}
+
+
+ENVIRON = _environment()
+SETTINGS = Settings.from_env(ENVIRON)
+CONFIG = ServiceSettings.from_env(ENVIRON)
 configure_process(SETTINGS, serving=True)  # this process is ours: set it up once
 MODEL_NAME = ModelRef.parse(CONFIG.model).name
 

@@ -19,7 +19,7 @@ from proto2prod.cli.demo import demo
 from proto2prod.cli.output import BarProgress, console, user_errors
 
 if TYPE_CHECKING:
-    from proto2prod.registry import Published
+    from proto2prod.registry import ModelRef, Published
 
 app = typer.Typer(
     name="proto2prod",
@@ -293,6 +293,64 @@ def _check_service_settings(env: dict[str, str]) -> None:
     if os.getcwd() not in sys.path:  # `bentoml serve` imports from its working directory too
         sys.path.insert(0, os.getcwd())
     find_definition(config, registry, ModelRef.parse(config.model))
+
+
+@app.command()
+def build(
+    model: Annotated[
+        str, typer.Argument(help="What the Bento serves: NAME@ALIAS or NAME/VERSION.")
+    ],
+    definition: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model definition file; default: the one recorded with the version, "
+            "when it is on this machine."
+        ),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            help="More files for the Bento, relative to the definition's folder (glob "
+            "patterns, repeatable): the local modules the definition imports.",
+        ),
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="The Bento's version (default: BentoML generates one).")
+    ] = None,
+) -> None:
+    """Build a Bento of the service for your definition (then `bentoml containerize`)."""
+    with user_errors():
+        from proto2prod.registry.reference import ModelRef
+        from proto2prod.service.bento import build_bento
+
+        ref = ModelRef.parse(model)
+        if definition is None:
+            definition = _recorded_definition(ref)
+        built = build_bento(ref, definition, include=tuple(include or ()), version=version)
+    console.print(f"built Bento [bold]{built.tag}[/]: {', '.join(built.files)}")
+    console.print(
+        f"serve it:  bentoml serve {built.tag}  (with MLFLOW_TRACKING_URI or PROTO2PROD_HOME "
+        f"pointing at the registry)\nan image:  bentoml containerize {built.tag}  (needs Docker)",
+        highlight=False,
+    )
+
+
+def _recorded_definition(ref: ModelRef) -> Path:
+    """The definition file recorded with the version, if this machine has it."""
+    entry = _registry().resolve(ref, with_metrics=False).tags.get("proto2prod.entry", "")
+    target = entry.rpartition(":")[0]
+    if target.endswith(".py"):
+        path: Path | None = Path(target)
+    else:
+        spec = importlib.util.find_spec(target) if target else None
+        path = Path(spec.origin) if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise ValueError(
+            f"{ref} was published from {entry or 'an unknown definition'}, which is not on "
+            f"this machine; pass --definition FILE.py"
+        )
+    return path
 
 
 @app.command()
