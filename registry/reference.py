@@ -1,4 +1,5 @@
-"""Model references: `digits@production`, `models:/digits@production`, `digits/3`, `digits`.
+"""Model references: `digits@production`, `models:/digits@production`, `digits/3`, `digits`
+(the newest version, also written `digits/latest` as MLflow does).
 
 A reference is a frozen value; `Registry.resolve` turns it into one concrete version, which
 every later log line, response and metric names.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 _REF = re.compile(
     r"^(?:models:/)?(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)"
-    r"(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))?$"
+    r"(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+|latest))?$"
 )
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
 
@@ -30,9 +31,11 @@ class ModelRef:
         if not match:
             raise ValueError(
                 f"'{text}' is not a model reference; write NAME@ALIAS (digits@production), "
-                f"NAME/VERSION (digits/3) or NAME, optionally prefixed with models:/"
+                f"NAME/VERSION (digits/3), NAME/latest or NAME, optionally prefixed with models:/"
             )
-        return cls(match["name"], match["alias"], match["version"])
+        version = match["version"]
+        # NAME/latest is MLflow's spelling of the newest version: a bare NAME here.
+        return cls(match["name"], match["alias"], None if version == "latest" else version)
 
     @property
     def uri(self) -> str:

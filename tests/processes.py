@@ -24,9 +24,10 @@ def server(
     log: Path,
     env: dict[str, str] | None = None,
     timeout: float = 90,
+    cwd: Path | None = None,
 ) -> Iterator[Popen[bytes]]:
     """Run `args` in its own process group until the block ends."""
-    proc = spawn(list(args), log, env)
+    proc = spawn(list(args), log, env, cwd)
     try:
         wait_http(ready_url, proc, log, timeout)
         yield proc

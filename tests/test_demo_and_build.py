@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -51,24 +51,30 @@ def test_serve_refuses_a_bad_reference() -> None:
     assert done.returncode == 2 and "not a model reference" in done.stderr
 
 
-def test_bentoml_build_makes_a_bento(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "PROTO2PROD_MODEL": "digits@production",
-        "PROTO2PROD_DEFINITION": "examples/digits.py",
-    }
+def test_build_from_an_editable_install_carries_a_wheel_built_from_source(tmp_path: Path) -> None:
+    """This checkout's proto2prod is editable: `build` makes its wheel from the source tree
+    (the user-project test covers the installed-wheel path). No registry is needed when the
+    definition is given."""
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    env["PROTO2PROD_HOME"] = str(tmp_path / "home")
     done = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", "."],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+        [str(BIN / "proto2prod"), "build", "digits@production",
+         "--definition", str(ROOT / "examples" / "digits.py"), "--version", "t1"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    bentos = list((tmp_path / "bentoml" / "bentos" / "proto2prod").glob("*/bento.yaml"))
-    assert len(bentos) == 1
-    manifest = bentos[0].read_text()
-    assert "proto2prod.service.app:ModelService" in manifest
-    assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in manifest
-    src = bentos[0].parent / "src"
-    assert (src / "service" / "app.py").is_file() and (src / "examples" / "digits.py").is_file()
-    assert not (src / "tests").exists()
+    assert "built Bento digits:t1" in done.stdout
+    bento = tmp_path / "bentoml" / "bentos" / "digits" / "t1"
+    manifest = (bento / "bento.yaml").read_text()
+    assert "service: proto2prod.service.app:ModelService" in manifest
+    assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in manifest and "digits@production" in manifest
+    (wheel,) = (bento / "src" / "wheels").glob("proto2prod-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        top_level = z.read("proto2prod-0.1.0.dist-info/top_level.txt").decode().split()
+    assert top_level == ["proto2prod"]
+    assert "proto2prod/service/app.py" in names and "proto2prod/examples/digits.py" in names
+    assert f"./wheels/{wheel.name}" in (bento / "env" / "python" / "requirements.txt").read_text()
+    assert sorted(p.name for p in (bento / "src").iterdir()) == [
+        "bentofile.yaml", "digits.py", "wheels"
+    ]  # fmt: skip

@@ -52,6 +52,7 @@ def test_publish_promote_rollback_fetch(
     assert registry.resolve("models:/digits@staging").version == v1.version
     assert registry.resolve(f"digits/{v1.version}").version == v1.version
     assert registry.resolve("digits").version == v2.version  # newest
+    assert registry.resolve("digits/latest").version == v2.version  # MLflow's spelling
 
     assert registry.rollback("digits", "production") == (v2.version, v1.version)
     assert registry.resolve("digits@production").version == v1.version
@@ -185,6 +186,8 @@ def test_model_refs_parse() -> None:
     assert ModelRef.parse("models:/digits@production") == ModelRef("digits", alias="production")
     assert ModelRef.parse("digits/3") == ModelRef("digits", version="3")
     assert str(ModelRef.parse("digits")) == "digits"
+    assert ModelRef.parse("digits/latest") == ModelRef.parse("models:/digits/latest")
+    assert ModelRef.parse("digits/latest") == ModelRef("digits")  # the newest, as MLflow means
     with pytest.raises(ValueError, match="not a model reference"):
         ModelRef.parse("digits@@x")
 
