@@ -1,31 +1,40 @@
-# The same targets for people and CI. Each creates .venv and installs into it when needed.
+# The same targets for people and CI. Each creates .venv and installs into it what it needs.
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 P2P     := $(VENV)/bin/proto2prod
 # torch: users on GPUs bring their own CUDA build; this is the CPU build (on disk here).
 TORCH   ?= torch==2.13.0
-STAMP   := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+# The venv with torch in it, installed first so that no extra pulls in another build.
+$(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $@
 
-demo: $(STAMP)
+# The demo needs the UI and the service only.
+$(VENV)/.demo: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install -q -e '.[ui,serve]'
+	touch $@
+
+# Tests, lint and the benchmark need everything.
+$(VENV)/.all: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $@ $(VENV)/.demo
+
+demo: $(VENV)/.demo
 	$(P2P) demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(VENV)/.all
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(VENV)/.all
 	$(P2P) bench $(BENCH_ARGS)
 
-lint: $(STAMP)
+lint: $(VENV)/.all
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off

@@ -4,7 +4,8 @@ MLflow copies this file into every logged version and runs it on `mlflow.pyfunc.
 (and in `mlflow models serve`). It loads the definition's source and the safetensors weights
 that were logged beside it and predicts through the same `Predictor` as everything else.
 This runs the logged definition: it is for users who trust their registry. The proto2prod
-service never runs it; it runs the definition installed with it (DESIGN.md, trust boundary).
+service never runs it; it runs the definition installed with it (docs/architecture.md,
+"Trust boundary").
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ Why our own and not BentoML's `batchable=True`: requests are validated and prepr
 one by one *before* they join a batch, so one bad item fails its own request only; a
 batch never mixes two model versions, so a request finishes on the version it started
 with while a swap happens; and BentoML's dispatcher costs more per request than this loop
-(DESIGN.md, Targets). The batch size adapts to load: whatever is queued when the model
-becomes free goes in (up to `max_batch_size`); a batch that is not full waits at most
-`wait_ms` for company.
+(docs/architecture.md; measured in the benchmark). The batch size adapts to load:
+whatever is queued when the model becomes free goes in (up to `max_batch_size`); a batch
+that is not full waits at most `wait_ms` for company.
 """
 
 from __future__ import annotations
