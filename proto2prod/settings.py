@@ -108,6 +108,13 @@ class Settings:
         return self.home / "cache"
 
 
+def _positive_int(environ: Mapping[str, str], key: str, default: int) -> int:
+    value = _int(environ, key, default)
+    if value < 1:
+        raise SettingsError(f"{key}={value} must be >= 1")
+    return value
+
+
 def _bool(environ: Mapping[str, str], key: str, default: bool) -> bool:
     raw = (environ.get(key) or "").strip().lower()
     if raw == "":
@@ -146,7 +153,19 @@ class ServiceSettings:
     """`PROTO2PROD_MAX_CONCURRENCY`: `/predict` requests in the server at once; the next
     one gets 429 with `Retry-After`."""
     timeout_s: float = 30.0
-    """`PROTO2PROD_TIMEOUT_S`: a request waiting longer for the model gets 504."""
+    """`PROTO2PROD_TIMEOUT_S`: a request not answered within this (validation, preprocessing
+    and the model together, from a whole body) gets 504."""
+    max_items: int = 256
+    """`PROTO2PROD_MAX_ITEMS`: most items in one request (413 past it); at most `max_queue`,
+    so an admitted request always fits an empty queue (unset: 256, or `max_queue` if lower)."""
+    body_timeout_s: float = 10.0
+    """`PROTO2PROD_BODY_TIMEOUT_S`: a request body that has not fully arrived by then gets
+    408, so a slow sender loses its place."""
+    max_inflight_mb: float = 32.0
+    """`PROTO2PROD_MAX_INFLIGHT_MB`: request body bytes held by all requests together (503
+    with Retry-After past it). Parsed JSON and its arrays take far more than their text:
+    measured on JSON number arrays, a worker's peak grew ~100 MB + ~14x this figure (8 MB:
+    +212 MB, 32 MB: +551 MB; 24 bodies of 3.9 MB unbounded: +701 MB)."""
     device: str | None = None
     """`PROTO2PROD_DEVICE`: cpu, cuda, cuda:1...; by default CUDA when available."""
     require_gpu: bool = False
@@ -160,6 +179,20 @@ class ServiceSettings:
     drain_s: float = 2.0
     """`PROTO2PROD_DRAIN_S`: on SIGTERM, how long `/readyz` says 503 while requests are
     still served, so a load balancer stops sending before the server stops listening."""
+
+    def __post_init__(self) -> None:
+        if self.max_items > self.max_queue:
+            raise SettingsError(
+                f"PROTO2PROD_MAX_ITEMS={self.max_items} is more than PROTO2PROD_MAX_QUEUE="
+                f"{self.max_queue}: such a request could never be queued; lower the first or "
+                f"raise the second"
+            )
+        if self.max_inflight_mb < self.max_body_mb:
+            raise SettingsError(
+                f"PROTO2PROD_MAX_INFLIGHT_MB={self.max_inflight_mb:g} is less than "
+                f"PROTO2PROD_MAX_BODY_MB={self.max_body_mb:g}: a body under the limit could "
+                f"never be held; raise the first or lower the second"
+            )
 
     @property
     def wants_gpu(self) -> bool:
@@ -182,18 +215,24 @@ class ServiceSettings:
                 "PROTO2PROD_MODEL is not set; run: proto2prod serve NAME@ALIAS "
                 "(or set PROTO2PROD_MODEL=digits@production)"
             )
+        max_queue = max(1, _int(env, "PROTO2PROD_MAX_QUEUE", 1024))
+        max_body_mb = _float(env, "PROTO2PROD_MAX_BODY_MB", 16.0)
         return cls(
             model=model,
             definition=env.get("PROTO2PROD_DEFINITION") or None,
             poll_s=_float(env, "PROTO2PROD_POLL_S", 10.0),
             poll_max_s=_float(env, "PROTO2PROD_POLL_MAX_S", 60.0),
             admin_token=env.get("PROTO2PROD_ADMIN_TOKEN") or None,
-            max_body_mb=_float(env, "PROTO2PROD_MAX_BODY_MB", 16.0),
+            max_body_mb=max_body_mb,
             max_batch_size=max(1, _int(env, "PROTO2PROD_MAX_BATCH_SIZE", 32)),
             batch_wait_ms=_float(env, "PROTO2PROD_BATCH_WAIT_MS", 1.0, zero_ok=True),
-            max_queue=max(1, _int(env, "PROTO2PROD_MAX_QUEUE", 1024)),
+            max_queue=max_queue,
             max_concurrency=max(1, _int(env, "PROTO2PROD_MAX_CONCURRENCY", 512)),
             timeout_s=_float(env, "PROTO2PROD_TIMEOUT_S", 30.0),
+            # unset, it follows a lowered queue bound; set, it must fit (checked below)
+            max_items=_positive_int(env, "PROTO2PROD_MAX_ITEMS", min(256, max_queue)),
+            body_timeout_s=_float(env, "PROTO2PROD_BODY_TIMEOUT_S", 10.0),
+            max_inflight_mb=_float(env, "PROTO2PROD_MAX_INFLIGHT_MB", max(32.0, max_body_mb)),
             device=env.get("PROTO2PROD_DEVICE") or None,
             require_gpu=_bool(env, "PROTO2PROD_REQUIRE_GPU", False),
             half=_bool(env, "PROTO2PROD_HALF", False),

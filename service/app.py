@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Annotated, Any
 
@@ -33,7 +34,8 @@ from proto2prod.definition import Definition
 from proto2prod.errors import InvalidInput, RegistryUnavailable
 from proto2prod.registry import ModelRef, Registry
 from proto2prod.service.batcher import MicroBatcher, Overloaded
-from proto2prod.service.http import Admission, BodyLimit, error_response
+from proto2prod.service.http import BodyLimit, error_response
+from proto2prod.service.predict import Answer, Limits, PredictEndpoint
 from proto2prod.service.runtime import ModelRuntime, find_definition
 from proto2prod.settings import ServiceSettings, Settings
 from proto2prod.startup import configure_process
@@ -139,7 +141,8 @@ routes = Starlette(
 @bentoml.asgi_app(routes, path="/")
 @bentoml.service(
     name="proto2prod",
-    # No `max_concurrency` here: BentoML's answers 429 without Retry-After; `Admission` does.
+    # No `max_concurrency` here: BentoML's answers 429 without Retry-After; ours does
+    # (service/predict.py), and counts only requests whose bodies have arrived.
     traffic={"timeout": CONFIG.timeout_s + 5},
     # A scheduling hint for BentoCloud/Kubernetes; the runtime picks the device itself.
     resources={"gpu": 1} if CONFIG.wants_gpu else {},
@@ -161,6 +164,9 @@ class ModelService:
             max_queue=CONFIG.max_queue,
             on_batch=self._record_batch,
         )
+        # Validation and preprocessing of large requests, off the event loop: two threads,
+        # since both hold the GIL most of the time (more would only queue for it).
+        self._preparers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         _service = self
@@ -232,6 +238,7 @@ class ModelService:
         for task in self._tasks:
             task.cancel()
         await self.batcher.close()
+        self._preparers.shutdown(wait=False, cancel_futures=True)
 
     async def __is_ready__(self) -> bool:
         return self.runtime.ready and not self.draining
@@ -239,50 +246,93 @@ class ModelService:
     @bentoml.api(route="/predict")
     async def predict(self, inputs: list[Item]) -> PredictResponse:
         """Predict a list of inputs; outputs come back in the same order."""
+        # The declaration gives /docs the fields' schema and BentoML's clients the route;
+        # `PredictEndpoint` answers POST /predict before BentoML's dispatch is reached.
+        loop = asyncio.get_running_loop()
+        answer = await self.answer(inputs, loop.time() + CONFIG.timeout_s, False)
+        return JSONResponse(answer.body, answer.status, headers=answer.headers)  # type: ignore[return-value]
+
+    async def answer(self, inputs: list[Any], deadline: float, small: bool) -> Answer:
+        """Validate, preprocess and batch `inputs` on the current version, by `deadline`.
+
+        `small` requests are prepared on the event loop (cheaper than a thread hop); others
+        in the preparation threads, which stop between items once the deadline has passed,
+        so no request can stall the event loop or outlive its timeout by much.
+        """
         loaded = self.runtime.current  # this request stays on this version
         if loaded is None:
-            return self._count(error_response(
-                503, "NotReady", self.runtime.not_ready_reason or "no model loaded yet",
-                retry_after=5,
-            ), "none")  # fmt: skip
+            reason = self.runtime.not_ready_reason or "no model loaded yet"
+            return self._count(Answer.error(503, "NotReady", reason, retry_after=5), "none")
+        version = loaded.version
         if not inputs:
-            return self._count(error_response(
+            return self._count(Answer.error(
                 422, "InvalidInput", "inputs: the list is empty; expected at least one item",
                 field="inputs", index=None,
-            ), loaded.version)  # fmt: skip
+            ), version)  # fmt: skip
+        if len(inputs) > CONFIG.max_items:
+            return self._count(Answer.error(
+                413, "TooManyItems",
+                f"{len(inputs)} items in one request; the limit is {CONFIG.max_items} "
+                f"(PROTO2PROD_MAX_ITEMS): send them in several requests",
+                field="inputs", index=None,
+            ), version)  # fmt: skip
+        loop = asyncio.get_running_loop()
         try:
-            tensors = [loaded.predictor.prepare(item, i) for i, item in enumerate(inputs)]
-        except InvalidInput as exc:
-            return self._count(JSONResponse(exc.to_json(), 422), loaded.version)
-        try:
+            if small:
+                tensors = [loaded.predictor.prepare(item, i) for i, item in enumerate(inputs)]
+            else:
+                tensors = await self._prepare_off_loop(loaded.predictor, inputs, deadline)
             outputs = await asyncio.wait_for(
-                self.batcher.submit(loaded.predictor, tensors), CONFIG.timeout_s
+                self.batcher.submit(loaded.predictor, tensors), deadline - loop.time()
             )
+        except InvalidInput as exc:
+            return self._count(Answer(422, exc.to_json()), version)
         except Overloaded as exc:
-            return self._count(
-                error_response(503, "Overloaded", str(exc), retry_after=1), loaded.version
-            )
+            return self._count(Answer.error(503, "Overloaded", str(exc), retry_after=1), version)
         except TimeoutError:
-            return self._count(error_response(
-                504, "Timeout", f"the model did not answer within {CONFIG.timeout_s} s "
+            return self._count(Answer.error(
+                504, "Timeout", f"the request was not answered within {CONFIG.timeout_s:g} s "
                 "(PROTO2PROD_TIMEOUT_S)",
-            ), loaded.version)  # fmt: skip
-        body = {"outputs": outputs, "model": MODEL_NAME, "version": loaded.version}
-        return self._count(
-            JSONResponse(body, headers={"X-Model-Version": loaded.version}), loaded.version
-        )
+            ), version)  # fmt: skip
+        body = {"outputs": outputs, "model": MODEL_NAME, "version": version}
+        return self._count(Answer(200, body, {"X-Model-Version": version}), version)
+
+    async def _prepare_off_loop(self, predictor: Any, inputs: list[Any], deadline: float) -> list:
+        loop = asyncio.get_running_loop()
+        given_up = threading.Event()
+
+        def prepare() -> list[Any]:
+            tensors = []
+            for i, item in enumerate(inputs):
+                if given_up.is_set():  # the request timed out: stop spending CPU on it
+                    return []
+                tensors.append(predictor.prepare(item, i))
+            return tensors
+
+        work = loop.run_in_executor(self._preparers, prepare)
+        try:
+            return await asyncio.wait_for(work, deadline - loop.time())
+        finally:
+            given_up.set()
 
     @staticmethod
-    def _count(response: JSONResponse, version: str) -> Any:
+    def _count(answer: Answer, version: str) -> Answer:
         with contextlib.suppress(Exception):  # metrics must never fail a request
-            REQUESTS.labels(model=MODEL_NAME, version=version, status=response.status_code).inc()
-        return response
+            REQUESTS.labels(model=MODEL_NAME, version=version, status=answer.status).inc()
+        return answer
 
 
-# Listed first = outermost: an oversized body is refused before it takes a slot.
+# Listed first = outermost: an oversized or non-JSON body is refused before it is read.
 ModelService.add_asgi_middleware(
     BodyLimit, max_bytes=int(CONFIG.max_body_mb * 1024 * 1024), json_paths=("/predict",)
 )
 ModelService.add_asgi_middleware(
-    Admission, max_concurrency=CONFIG.max_concurrency, paths=("/predict",)
+    PredictEndpoint,
+    answerer=lambda: _service.answer if _service is not None else None,
+    limits=Limits(
+        max_concurrency=CONFIG.max_concurrency,
+        max_inflight_bytes=int(CONFIG.max_inflight_mb * 1024 * 1024),
+        body_timeout_s=CONFIG.body_timeout_s,
+        timeout_s=CONFIG.timeout_s,
+    ),
 )

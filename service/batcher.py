@@ -56,24 +56,36 @@ class MicroBatcher(Generic[K]):
         # One thread: the forward pass uses torch's own intra-op threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
 
-    @property
-    def queued(self) -> int:
-        return self._queued_items
-
     async def submit(self, key: K, items: Sequence[Any]) -> list[Any]:
-        """Results for `items`, computed in a batch with other requests for the same key."""
+        """Results for `items`, computed in batches with other requests for the same key.
+
+        A request larger than `max_batch_size` is split across forward passes (one pass of
+        a thousand items could exhaust a GPU's memory); it is queued whole or not at all.
+        """
         if self._queued_items + len(items) > self.max_queue:
             raise Overloaded(f"{self._queued_items} items are already waiting for the model")
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
             self._wake = asyncio.Event()
             self._worker = loop.create_task(self._loop(), name="proto2prod-batcher")
-        entry = _Entry(key, items, loop.create_future())
-        self._pending.append(entry)
+        size = self.max_batch_size
+        entries = [
+            _Entry(key, items[i : i + size], loop.create_future())
+            for i in range(0, len(items), size)
+        ]
+        self._pending.extend(entries)
         self._queued_items += len(items)
         assert self._wake is not None
         self._wake.set()
-        return await entry.future
+        if len(entries) == 1:
+            return await entries[0].future
+        try:
+            parts = await asyncio.gather(*(e.future for e in entries))
+        except BaseException:
+            for e in entries:  # one part failed or the caller gave up: skip the rest
+                e.future.cancel()
+            raise
+        return [output for part in parts for output in part]
 
     def _take(self) -> tuple[K, list[_Entry[K]]]:
         """The first entry's key, and as many entries with that key as fit one batch."""

@@ -12,8 +12,10 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -57,12 +59,31 @@ def _editable_source(dist: metadata.Distribution) -> Path | None:
     return Path(unquote(urlparse(found["url"]).path))
 
 
+SOURCE_JUNK = (".git", ".venv", "venv", "build", "dist", "*.egg-info", ".proto2prod", "reports",
+               "__pycache__", ".*_cache", "docs", "tests")  # fmt: skip
+"""What a wheel build never needs from a source tree (and pip's in-tree build/ can hold
+modules deleted since, which would land in the wheel)."""
+
+
 def _build_from_source(source: Path, folder: Path) -> Path:
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(source)],
-        capture_output=True,
-        text=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="proto2prod-source-") as tmp:
+        clean = Path(tmp) / "proto2prod"
+        shutil.copytree(source, clean, ignore=shutil.ignore_patterns(*SOURCE_JUNK))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "-q",
+                "-w",
+                str(folder),
+                str(clean),
+            ],
+            capture_output=True,
+            text=True,
+        )
     built = sorted(folder.glob("proto2prod-*.whl"))
     if done.returncode != 0 or not built:
         raise Proto2ProdError(

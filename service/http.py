@@ -1,11 +1,9 @@
-"""HTTP edges of the service that BentoML does not give: admission, body limits, errors.
+"""HTTP edges of the service that BentoML does not give: body limits and error bodies.
 
-Plain ASGI middlewares. `Admission` answers 429 with `Retry-After` once `max_concurrency`
-requests are inside (BentoML's own `traffic.max_concurrency` answers 429 without it, so
-clients could not tell when to come back), and 503 with `Retry-After` while the server
-drains. `BodyLimit`: a body over the limit gets 413 before it is read whole (from
-Content-Length, or while a chunked body streams in), and `/predict` only takes JSON (415
-otherwise: never a pickle content type).
+`BodyLimit`, a plain ASGI middleware: a body over the limit gets 413 before it is read
+whole (from Content-Length, or while a chunked body streams in), and `/predict` only takes
+JSON (415 otherwise: never a pickle content type). Admission (429 with `Retry-After`) is
+`service/predict.py`'s, counted once a body has arrived.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-JSON_TYPES = (b"application/json", b"")
+JSON_TYPES = (b"application/json",)
 
 
 def error_response(
@@ -39,36 +37,6 @@ async def _send_json(
         headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
-
-
-class Admission:
-    """At most `max_concurrency` requests on `paths` at once; the rest get 429 at once.
-
-    Health, metrics and metadata are not counted, so they answer under any load.
-    """
-
-    def __init__(self, app: ASGIApp, max_concurrency: int, paths: tuple[str, ...]) -> None:
-        self.app = app
-        self.max_concurrency = max_concurrency
-        self.paths = paths
-        self.inside = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
-            return
-        if self.inside >= self.max_concurrency:
-            await _send_json(send, 429, {
-                "error": "TooManyRequests",
-                "message": f"{self.inside} requests are being served, the limit is "
-                f"{self.max_concurrency} (PROTO2PROD_MAX_CONCURRENCY); retry shortly",
-            }, retry_after=1)  # fmt: skip
-            return
-        self.inside += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.inside -= 1
 
 
 class BodyLimit:

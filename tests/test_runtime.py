@@ -97,6 +97,24 @@ def test_service_settings_from_env() -> None:
     assert config.batch_wait_ms == 0 and config.poll_s == 10
 
 
+def test_request_bounds_fit_together_or_say_which_to_change() -> None:
+    def config(**env: str) -> ServiceSettings:
+        return ServiceSettings.from_env({"PROTO2PROD_MODEL": "d@p", **env})
+
+    assert (config().max_items, config().max_inflight_mb, config().body_timeout_s) == (256, 32, 10)
+    # Unset, the item cap follows a lowered queue and the body budget a raised body limit.
+    assert config(PROTO2PROD_MAX_QUEUE="4").max_items == 4
+    assert config(PROTO2PROD_MAX_BODY_MB="64").max_inflight_mb == 64
+    with pytest.raises(SettingsError, match="MAX_ITEMS=8 is more than PROTO2PROD_MAX_QUEUE=4"):
+        config(PROTO2PROD_MAX_QUEUE="4", PROTO2PROD_MAX_ITEMS="8")
+    with pytest.raises(SettingsError, match="MAX_INFLIGHT_MB=8 is less than PROTO2PROD_MAX_BODY"):
+        config(PROTO2PROD_MAX_INFLIGHT_MB="8")
+    with pytest.raises(SettingsError, match="PROTO2PROD_MAX_ITEMS=0 must be >= 1"):
+        config(PROTO2PROD_MAX_ITEMS="0")
+    with pytest.raises(SettingsError, match="PROTO2PROD_BODY_TIMEOUT_S='0' must be > 0"):
+        config(PROTO2PROD_BODY_TIMEOUT_S="0")
+
+
 class TestMicroBatcher:
     def test_concurrent_submits_share_a_batch_per_key_in_order(self) -> None:
         calls: list[tuple[str, list[int]]] = []
@@ -129,6 +147,24 @@ class TestMicroBatcher:
 
         asyncio.run(main())
         assert max(sizes) <= 4 and sum(sizes) == 10
+
+    def test_a_request_over_the_cap_is_split_across_passes_in_order(self) -> None:
+        sizes: list[int] = []
+
+        def run(key: str, items: list[int]) -> list[int]:
+            sizes.append(len(items))
+            return [x * 10 for x in items]
+
+        async def main() -> list[int]:
+            batcher = MicroBatcher(run, max_batch_size=4, wait_ms=0, max_queue=10)
+            out = await batcher.submit("k", list(range(10)))
+            with pytest.raises(Overloaded):  # queued whole or not at all
+                await batcher.submit("k", list(range(11)))
+            await batcher.close()
+            return out
+
+        assert asyncio.run(main()) == [x * 10 for x in range(10)]
+        assert sizes == [4, 4, 2]
 
     def test_overload_and_failures(self) -> None:
         def boom(key: str, items: list[int]) -> list[int]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proto2prod.service.distribution import SOURCE_JUNK
 from tests.conftest import ROOT
 from tests.processes import free_port, server
 
@@ -65,8 +66,11 @@ class Project:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     root = tmp_path_factory.mktemp("user")
+    # From a clean copy of the tree: pip's in-tree build/ could carry stale modules.
+    source = root / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*SOURCE_JUNK))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), ROOT],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), source],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (wheel,) = (root / "dist").glob("proto2prod-*.whl")

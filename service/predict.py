@@ -1,0 +1,218 @@
+"""`POST /predict`, served ahead of BentoML's API dispatch: lean, and bounded at every step.
+
+BentoML's dispatch reads the whole body, parses it with pydantic on the event loop and only
+then lets our code see it. Under hostile load that fails three ways (all measured on real
+processes): concurrent large bodies parse into ~10x their size and exhaust memory; decoding
+and preprocessing run on the event loop, so an expensive request stalls even `/readyz`;
+senders that dribble a body hold their slot for the whole traffic timeout. This ASGI layer
+answers `POST /predict` itself, in order:
+
+1. **Body**: read under `PROTO2PROD_BODY_TIMEOUT_S` (408 past it: a slow sender loses its
+   place), against a budget of body bytes held by all requests together
+   (`PROTO2PROD_MAX_INFLIGHT_MB`; 503 with Retry-After past it), counted as bytes arrive, so
+   a sender holds only what it really sent.
+2. **Admission**: a slot is taken only once the body is whole (429 with Retry-After past
+   `PROTO2PROD_MAX_CONCURRENCY`).
+3. **Parse**: JSON; large bodies are parsed in a worker thread.
+4. **Answer**: `answer(inputs, deadline)`, the service's model-specific part (validation,
+   preprocessing off the loop, batching, the version), under the request's deadline.
+
+The `@bentoml.api` declaration of `/predict` stays: it gives `/docs` the fields' schema and
+BentoML's clients their route; its calls land here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("proto2prod.service")
+
+PARSE_INLINE_BYTES = 256 * 1024
+"""Bodies up to this size are parsed on the event loop (about a millisecond); larger ones in
+a worker thread, so one large body never stalls the others."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What `/predict` sends back: a status, a JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def error(
+        cls, status: int, error: str, message: str, *, retry_after: int | None = None, **extra: Any
+    ) -> Answer:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        return cls(status, {"error": error, "message": message, **extra}, headers)
+
+    def encode(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":"), allow_nan=False).encode()
+
+
+Answerer = Callable[[list[Any], float, bool], Awaitable[Answer]]
+"""`answer(inputs, deadline, small)`: `deadline` is on the event loop's clock (`loop.time()`);
+`small` says the body was small enough to validate and preprocess on the event loop."""
+
+SMALL_BODY_BYTES = 16 * 1024
+"""A body this small holds at most a few thousand numbers: validating it on the event loop
+costs less than a hop to a worker thread. Encoded images are never small (a 20 kB PNG can
+decode to 16 M pixels)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_concurrency: int
+    max_inflight_bytes: int
+    body_timeout_s: float
+    timeout_s: float
+
+
+class _ClientGone(Exception):
+    """The client disconnected (or an outer layer cut the body off): nothing to answer."""
+
+
+class PredictEndpoint:
+    """ASGI middleware serving `POST /predict` through `answerer()`; all else passes on.
+
+    `answerer` is a callable returning the service's `answer` once the service exists (None
+    before), because middlewares are built before BentoML instantiates the service.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, answerer: Callable[[], Answerer | None], limits: Limits
+    ) -> None:
+        self.app = app
+        self.answerer = answerer
+        self.limits = limits
+        self.inside = 0
+        """Requests with a whole body, being answered (the admission count)."""
+        self.inflight_bytes = 0
+        """Body bytes held by all requests together (the memory budget's count)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        held = 0
+        try:
+            try:
+                body, held = await self._read_body(receive)
+            except _ClientGone:
+                return
+            answer = await self._admit_and_answer(body)
+        except _Refused as refused:
+            answer = refused.answer
+        finally:
+            self.inflight_bytes -= held
+        await _send(send, answer)
+        if answer.status >= 400 and answer.status != 503:
+            # one line, never the input and never a traceback: the client's mistake, not ours
+            log.info("/predict %d %s: %s", answer.status, answer.body.get("error"),
+                     answer.body.get("message"))  # fmt: skip
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, int]:
+        """The whole body and the bytes it holds of the budget (released by the caller)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout_s
+        chunks: list[bytes] = []
+        held = 0
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(receive(), deadline - loop.time())
+                except TimeoutError:
+                    raise _Refused(Answer.error(
+                        408, "RequestTimeout",
+                        f"the request body did not arrive within {self.limits.body_timeout_s:g} "
+                        f"s (PROTO2PROD_BODY_TIMEOUT_S); send it at once",
+                    )) from None  # fmt: skip
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                if self.inflight_bytes + len(chunk) > self.limits.max_inflight_bytes:
+                    raise _Refused(Answer.error(
+                        503, "Overloaded",
+                        f"the service holds {self.inflight_bytes // 1_000_000} MB of request "
+                        f"bodies, its budget (PROTO2PROD_MAX_INFLIGHT_MB); retry shortly",
+                        retry_after=1,
+                    ))  # fmt: skip
+                self.inflight_bytes += len(chunk)
+                held += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks), held
+        except BaseException:
+            self.inflight_bytes -= held
+            raise
+
+    async def _admit_and_answer(self, body: bytes) -> Answer:
+        if self.inside >= self.limits.max_concurrency:
+            return Answer.error(
+                429, "TooManyRequests",
+                f"{self.inside} requests are being served, the limit is "
+                f"{self.limits.max_concurrency} (PROTO2PROD_MAX_CONCURRENCY); retry shortly",
+                retry_after=1,
+            )  # fmt: skip
+        self.inside += 1
+        try:
+            deadline = asyncio.get_running_loop().time() + self.limits.timeout_s
+            inputs = await _parse(body)
+            answer = self.answerer()
+            if answer is None:
+                return Answer.error(503, "NotReady", "the service is starting", retry_after=5)
+            small = len(body) <= SMALL_BODY_BYTES and not any(isinstance(x, str) for x in inputs)
+            return await answer(inputs, deadline, small)
+        finally:
+            self.inside -= 1
+
+
+class _Refused(Exception):
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+
+async def _parse(body: bytes) -> list[Any]:
+    """`{"inputs": [...]}` -> the list; 400 for anything else."""
+    try:
+        if len(body) > PARSE_INLINE_BYTES:
+            document = await asyncio.to_thread(json.loads, body)
+        else:
+            document = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise _Refused(Answer.error(
+            400, "InvalidJSON", 'the body is not valid JSON; send {"inputs": [item, ...]}'
+        )) from None  # fmt: skip
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise _Refused(Answer.error(
+            400, "InvalidRequest",
+            'the body must be a JSON object with a list under "inputs": {"inputs": [item, ...]}',
+            field="inputs", index=None,
+        ))  # fmt: skip
+    return document["inputs"]
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    try:
+        payload = answer.encode()
+    except ValueError:  # NaN in an output: never invalid JSON on the wire
+        answer = Answer.error(500, "InvalidOutput", "the model gave a non-finite output")
+        payload = answer.encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in answer.headers.items()),
+    ]
+    if answer.status in (408, 413):
+        headers.append((b"connection", b"close"))  # the rest of the body is not read
+    message: Message = {"type": "http.response.start", "status": answer.status, "headers": headers}
+    await send(message)
+    await send({"type": "http.response.body", "body": payload})
