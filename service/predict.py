@@ -64,8 +64,10 @@ Answerer = Callable[[list[Any], float, bool], Awaitable[Answer]]
 
 SMALL_BODY_BYTES = 16 * 1024
 """A body this small holds at most a few thousand numbers: validating it on the event loop
-costs less than a hop to a worker thread. Encoded images are never small (a 20 kB PNG can
-decode to 16 M pixels)."""
+costs less than a hop to a worker thread."""
+SMALL_STRING_CHARS = 2048
+"""An encoded image this short decodes to at most ~2 M pixels (deflate expands at most
+~1,032:1), a few milliseconds; a longer one can be a 16 M-pixel image in 20 kB."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,7 +171,9 @@ class PredictEndpoint:
             answer = self.answerer()
             if answer is None:
                 return Answer.error(503, "NotReady", "the service is starting", retry_after=5)
-            small = len(body) <= SMALL_BODY_BYTES and not any(isinstance(x, str) for x in inputs)
+            small = len(body) <= SMALL_BODY_BYTES and not any(
+                isinstance(x, str) and len(x) > SMALL_STRING_CHARS for x in inputs
+            )
             return await answer(inputs, deadline, small)
         finally:
             self.inside -= 1
