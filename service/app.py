@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import importlib.util
 import logging
 import os
 import signal
@@ -109,7 +110,7 @@ _service: "ModelService | None" = None  # the instance, for the plain Starlette 
 async def metadata(_: Request) -> JSONResponse:
     if _service is None:
         return error_response(503, "NotReady", "the service is starting")
-    return JSONResponse(_service.runtime.metadata())
+    return JSONResponse({**_service.runtime.metadata(), "server": _service.server})
 
 
 async def admin_reload(request: Request) -> JSONResponse:
@@ -128,6 +129,16 @@ async def admin_reload(request: Request) -> JSONResponse:
     except RegistryUnavailable as exc:
         return error_response(503, "RegistryUnavailable", str(exc), retry_after=5)
     return JSONResponse(result)
+
+
+def server_stack(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
+    """The event loop and HTTP parser serving us. uvicorn takes uvloop and httptools when
+    they are installed (the `serve` extra) and falls back to asyncio and h11, which cost
+    about a third of the throughput on a small model: say which one runs."""
+    return {
+        "loop": "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",  # uvicorn's rule
+    }
 
 
 routes = Starlette(
@@ -169,6 +180,7 @@ class ModelService:
         self._preparers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
+        self.server: dict[str, str] = {}
         _service = self
 
     def _record_batch(self, predictor: Any, size: int) -> None:
@@ -178,6 +190,8 @@ class ModelService:
 
     @bentoml.on_startup
     async def start_polling(self) -> None:
+        self.server = server_stack(asyncio.get_running_loop())
+        log.info("HTTP: uvicorn on %s + %s", self.server["loop"], self.server["http"])
         self._tasks.append(asyncio.create_task(self._poll(), name="proto2prod-poller"))
         self._drain_on_sigterm(asyncio.get_running_loop())
 

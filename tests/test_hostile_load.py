@@ -58,7 +58,9 @@ def service(
     published(root / "home", digits, digits_quick)
     log = root / "service.log"
     with running_service_process(root / "home", "digits@production", log, **LIMITS) as (url, p):
-        yield Service(url, p.pid, log, digits.model.examples()[0])
+        service = Service(url, p.pid, log, digits.model.examples()[0])
+        yield service
+        service.http.close()
 
 
 def test_concurrent_large_bodies_stay_within_the_memory_budget(service: Service) -> None:

@@ -104,6 +104,8 @@ def test_metadata_and_health_routes(service: Digits) -> None:
     meta = service.metadata()
     assert meta["name"] == "digits" and meta["alias"] == "production"
     assert meta["device"] == "cpu" and meta["registry_reachable"] is True
+    assert meta["server"] == {"loop": "uvloop", "http": "httptools"}  # the serve extra's stack
+    assert "HTTP: uvicorn on uvloop + httptools" in (service.root / "service.log").read_text()
     assert meta["definition"] == "proto2prod.examples.digits:Digits"
     for key in ("version", "run_id", "loaded_at", "last_registry_check"):
         assert meta[key], key
