@@ -5,6 +5,7 @@
     ├── InvalidInput            422    a JSON value does not fit its field (names field and index)
     ├── InvalidWeights          422    a weights file that cannot be read as a state dict
     ├── MissingExtra                   an optional dependency group is not installed
+    ├── CacheUnavailable        503    the local model cache cannot be written (disk full...)
     └── RegistryError                  anything about the MLflow registry
         ├── ModelNotFound       404    unknown model name, version or alias
         ├── RegistryUnavailable 503    the tracking server cannot be reached
@@ -84,6 +85,13 @@ class MissingExtra(Proto2ProdError):
         super().__init__(
             f"this needs '{module}', which is not installed; run: pip install 'proto2prod[{extra}]'"
         )
+
+
+class CacheUnavailable(Proto2ProdError):
+    """The local model cache cannot be written (a full disk, permissions). Transient: the
+    version is not at fault, so it is retried, never refused."""
+
+    status = 503
 
 
 class RegistryError(Proto2ProdError):

@@ -9,15 +9,19 @@ refused, never loaded.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proto2prod.errors import IntegrityError
+from proto2prod.errors import CacheUnavailable, IntegrityError
 from proto2prod.registry.client import Registry, VersionInfo, _mlflow_error
 from proto2prod.registry.publish import WEIGHTS, sha256_file
 from proto2prod.registry.reference import ModelRef
@@ -59,9 +63,10 @@ def fetch(registry: Registry, ref: ModelRef | str | VersionInfo) -> LocalVersion
 def remember_alias(registry: Registry, local: LocalVersion, alias: str) -> None:
     """Record that `alias` resolved to this cached version (for start-ups without registry)."""
     marker = local.path.parent / f"@{alias}"
-    tmp = marker.with_name(f".{marker.name}.tmp")
-    tmp.write_text(local.info.version)
-    tmp.replace(marker)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")  # one per process: no clash
+    with _disk(marker.parent, f"{local.info.name}@{alias}"):
+        tmp.write_text(local.info.version)
+        tmp.replace(marker)
 
 
 def cached(registry: Registry, ref: ModelRef | str) -> LocalVersion | None:
@@ -101,10 +106,12 @@ def verify(path: Path, expected: str, *, what: str) -> None:
 def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
     import mlflow
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{info.version}-", dir=target.parent))
+    what = f"{info.name}/{info.version}"
+    with _disk(target.parent, what):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{info.version}-", dir=target.parent))
     try:
-        with registry.errors(f"downloading {info.name}/{info.version}"):
+        with registry.errors(f"downloading {what}"):
             location = _artifact_location(registry, info)
             try:
                 mlflow.artifacts.download_artifacts(
@@ -113,18 +120,81 @@ def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
                     tracking_uri=registry.uri,
                 )
             except (OSError, _mlflow_error()) as exc:
+                if _disk_problem(exc):
+                    raise _cache_unavailable(exc, target.parent, what) from None
+                # MLflow folds per-file failures into one message: ask the disk itself,
+                # while a partial download still fills it.
+                _probe_disk(staging, what)
                 if "API request to" in str(exc):
                     raise  # the server is unreachable: not this version's fault
                 first_line = str(exc).splitlines()[0][:300]
                 raise IntegrityError(
-                    f"{info.name}/{info.version}: {WEIGHTS} is missing from the artifact store "
+                    f"{what}: {WEIGHTS} is missing from the artifact store "
                     f"or unreadable ({first_line}); publish the version again"
                 ) from None
-        verify(staging / WEIGHTS, info.sha256[WEIGHTS], what=f"{info.name}/{info.version}")
-        (staging / "version.json").write_text(json.dumps(_describe(info), indent=2))
-        staging.rename(target)
+        verify(staging / WEIGHTS, info.sha256[WEIGHTS], what=what)
+        with _disk(target.parent, what):
+            (staging / "version.json").write_text(json.dumps(_describe(info), indent=2))
+            try:
+                staging.rename(target)
+            except OSError:
+                # Another process (a second worker, another service on this home) put the
+                # same version there first: versions never change, so its copy is as good,
+                # and the caller verifies it like any cache entry.
+                if not (target / WEIGHTS).is_file():
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _disk_problem(exc: BaseException) -> bool:
+    """An OSError of the local disk, also when MLflow wraps it."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def _cache_unavailable(exc: BaseException, folder: Path, what: str) -> CacheUnavailable:
+    reason = "disk full" if _errno(exc) in (errno.ENOSPC, errno.EDQUOT) else "not writable"
+    return CacheUnavailable(
+        f"{what}: the model cache at {folder} is {reason} ({exc.__class__.__name__}: "
+        f"{getattr(exc, 'strerror', None) or exc}); free space or fix its permissions, "
+        f"it is retried on its own"
+    )
+
+
+def _errno(exc: BaseException) -> int | None:
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
+def _probe_disk(folder: Path, what: str) -> None:
+    """Raise CacheUnavailable if 1 MiB cannot be written in `folder` now."""
+    probe = folder / ".space-probe"
+    try:
+        with _disk(folder, what), probe.open("wb") as f:
+            f.write(b"\0" * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _disk(folder: Path, what: str) -> Iterator[None]:
+    """Writing to the cache: a disk that is full or read-only says so, as CacheUnavailable."""
+    try:
+        yield
+    except OSError as exc:
+        raise _cache_unavailable(exc, folder, what) from None
 
 
 def _artifact_location(registry: Registry, info: VersionInfo) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from proto2prod.definition import Definition
-from proto2prod.errors import InvalidInput, RegistryUnavailable
+from proto2prod.errors import CacheUnavailable, InvalidInput, RegistryUnavailable
 from proto2prod.registry import ModelRef, Registry
 from proto2prod.service.batcher import MicroBatcher, Overloaded
 from proto2prod.service.http import BodyLimit, error_response
@@ -119,15 +120,16 @@ async def admin_reload(request: Request) -> JSONResponse:
         return error_response(
             403, "AdminDisabled", "set PROTO2PROD_ADMIN_TOKEN to enable /admin/reload"
         )
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    # compare_digest either way: how long the check takes says nothing about the token
+    if not hmac.compare_digest(given.strip().encode(), token.encode()) or scheme != "Bearer":
         return error_response(401, "Unauthorized", "send Authorization: Bearer <admin token>")
     if _service is None:
         return error_response(503, "NotReady", "the service is starting")
     try:
         result = await asyncio.to_thread(_service.runtime.check, retry_refused=True)
-    except RegistryUnavailable as exc:
-        return error_response(503, "RegistryUnavailable", str(exc), retry_after=5)
+    except (RegistryUnavailable, CacheUnavailable) as exc:
+        return error_response(503, type(exc).__name__, str(exc), retry_after=5)
     return JSONResponse(result)
 
 
@@ -225,7 +227,10 @@ class ModelService:
         signal.signal(signal.SIGTERM, on_sigterm)
 
     async def _poll(self) -> None:
-        await asyncio.to_thread(self.runtime.start)
+        """Load, then follow the alias, forever: no failure ends this task. Each is logged
+        in one line with its reason (a traceback only for what is our own bug), counted in
+        /metadata, and retried with back-off; a failed start-up is retried by the checks."""
+        await self._guarded(self.runtime.start, "start-up")
         # Start-up leaves a million long-lived objects (torch, MLflow, pydantic, BentoML); a
         # full collection walks them all and stalls every request in flight for hundreds of
         # ms. Frozen, they are never scanned again.
@@ -236,16 +241,20 @@ class ModelService:
         gc.set_threshold(50_000, 20, 100)
         while True:
             await asyncio.sleep(self.runtime.next_poll_in())
-            try:
-                await asyncio.to_thread(self.runtime.check)
-            except RegistryUnavailable as exc:
-                log.warning(
-                    "registry check failed (%d in a row; next in %.0f s): %s",
-                    self.runtime.failures, self.runtime.next_poll_in(), exc,
-                )  # fmt: skip
-            except Exception:  # keep polling whatever happens; the error is in the log
-                self.runtime.failures += 1
-                log.exception("registry check failed")
+            await self._guarded(self.runtime.check, "registry check")
+
+    async def _guarded(self, step: Callable[[], object], what: str) -> None:
+        try:
+            await asyncio.to_thread(step)
+        except (RegistryUnavailable, CacheUnavailable) as exc:  # counted by the runtime
+            log.warning("%s failed (%d in a row; next in %.0f s): %s", what,
+                        self.runtime.failures, self.runtime.next_poll_in(), exc)  # fmt: skip
+        except Exception as exc:  # our own bug, or the user's definition: keep going
+            self.runtime.failures += 1
+            self.runtime.last_error = f"{type(exc).__name__}: {exc}"
+            if self.runtime.current is None:
+                self.runtime.not_ready_reason = f"{what} failed: {self.runtime.last_error}"
+            log.exception("%s failed (%d in a row); retrying", what, self.runtime.failures)
 
     @bentoml.on_shutdown
     async def stop(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from proto2prod.definition import Definition, load_definition
 from proto2prod.errors import (
+    CacheUnavailable,
     DeviceUnavailable,
     IncompatibleVersion,
     ModelNotFound,
@@ -225,15 +226,25 @@ class ModelRuntime:
                 self.last_error = str(exc)
                 self.failures += 1
                 raise
+            except CacheUnavailable as exc:  # a full disk is not the version's fault either
+                self.last_error = str(exc)
+                self.failures += 1
+                if self.current is None:
+                    self.not_ready_reason = str(exc)
+                raise
             except Proto2ProdError as exc:
-                self.last_swap_error = f"{info.name}/{info.version}: {exc}"
+                label = f"{info.name}/{info.version}"
+                self.last_swap_error = str(exc) if str(exc).startswith(label) else f"{label}: {exc}"
                 self._refused[info.version] = self.last_swap_error
-                log.error("refused %s/%s: %s", info.name, info.version, exc)
+                log.error("refused %s", self.last_swap_error)
                 if self.current is None:
                     self.not_ready_reason = self.last_swap_error
                 return self._check_result(swapped=False)
             if self.ref.alias:
-                remember_alias(self.registry, local, self.ref.alias)
+                try:
+                    remember_alias(self.registry, local, self.ref.alias)
+                except CacheUnavailable as exc:  # only start-ups without a registry need it
+                    log.warning("%s", exc)
             self._swap(loaded)
             return self._check_result(swapped=True)
 

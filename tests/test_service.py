@@ -210,6 +210,10 @@ def test_admin_reload_needs_the_token(service: Digits) -> None:
     assert service.http.post("/admin/reload").status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     assert service.http.post("/admin/reload", headers=wrong).status_code == 401
+    bare = {"Authorization": ADMIN_TOKEN}  # the right token without its scheme
+    assert service.http.post("/admin/reload", headers=bare).status_code == 401
+    other = {"Authorization": f"Basic {ADMIN_TOKEN}"}
+    assert service.http.post("/admin/reload", headers=other).status_code == 401
     ok = service.http.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert ok.status_code == 200 and ok.json()["version"] == service.metadata()["version"]
 
