@@ -204,3 +204,27 @@ def test_client_errors_log_one_line_without_input_or_traceback(service: Service)
     assert "Traceback" not in log, log[-3000:]
     assert re.search(r"/predict 422 InvalidInput: inputs\[1\] \(field 'image'\)", log), log[-2000:]
     assert "/predict 400 InvalidJSON" in log and "/predict 400 InvalidRequest" in log
+
+
+def test_two_services_on_one_host_count_only_their_own_requests(
+    tmp_path: Path, digits: Definition, digits_quick: Trained
+) -> None:
+    home = tmp_path / "home"
+    published(home, digits, digits_quick)  # one registry; BENTOML_HOME is shared as well
+
+    def served(metrics: str) -> float:
+        found = re.search(r'proto2prod_requests_total\{[^}]*status="200"[^}]*\} ([0-9.]+)', metrics)
+        return float(found[1]) if found else 0.0
+
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    example = {"inputs": digits.model.examples()[:1]}
+    with running_service_process(home, "digits@production", log_a) as (a, _):
+        for _ in range(3):
+            assert httpx.post(f"{a}/predict", json=example).status_code == 200
+        with running_service_process(home, "digits@production", log_b) as (b, _):
+            for _ in range(7):
+                assert httpx.post(f"{b}/predict", json=example).status_code == 200
+            assert served(httpx.get(f"{a}/metrics").text) == 3
+            assert served(httpx.get(f"{b}/metrics").text) == 7
+    folders = sorted(p.name for p in (home / "metrics").iterdir())
+    assert len(folders) == 2 and all(name.isdigit() for name in folders)

@@ -265,7 +265,9 @@ def serve(
         if poll_s is not None:
             env["PROTO2PROD_POLL_S"] = str(poll_s)
         _check_service_settings(env)
-    args = [sys.executable, "-m", "bentoml", "serve", "proto2prod.service.app:ModelService"]
+    # BentoML's CLI, with this service's own metrics folder (proto2prod/service/launch.py)
+    args = [sys.executable, "-m", "proto2prod.service.launch", "serve"]
+    args += ["proto2prod.service.app:ModelService"]
     args += ["--host", host, "--port", str(port)]
     console.print(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     sys.stdout.flush()
