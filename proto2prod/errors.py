@@ -9,11 +9,14 @@
     └── RegistryError                  anything about the MLflow registry
         ├── ModelNotFound       404    unknown model name, version or alias
         ├── RegistryUnavailable 503    the tracking server cannot be reached
+        │   └── RegistryBusy    503    its SQLite database stayed locked by another writer
         ├── IntegrityError      502    an artifact does not match its recorded sha256
         └── IncompatibleVersion 409    weights or fields that do not fit the installed definition
 
 Messages say what happened, the offending value and how to fix it, because the CLI prints
-them as its one line of output and the service returns them as the error body.
+them as its one line of output and the service returns them as the error body. The CLI
+exits 75 (EX_TEMPFAIL: retry) for the transient ones, RegistryUnavailable and
+CacheUnavailable, and 2 for every other.
 """
 
 from __future__ import annotations
@@ -104,6 +107,10 @@ class ModelNotFound(RegistryError):
 
 class RegistryUnavailable(RegistryError):
     status = 503
+
+
+class RegistryBusy(RegistryUnavailable):
+    """The registry's SQLite database stayed locked by another writer past the timeout."""
 
 
 class IntegrityError(RegistryError):

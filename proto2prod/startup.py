@@ -14,13 +14,15 @@ from proto2prod.settings import Settings
 
 
 def configure_process(settings: Settings, *, serving: bool = False) -> None:
-    """Apply the registry's timeouts to MLflow and quieten its INFO lines (our CLI prints one
-    line per outcome); `serving` also forbids MLflow to deserialise pickle (the service loads
+    """Apply the registry's timeouts to MLflow and quieten its logger (our CLI prints one line
+    per outcome); `serving` also forbids MLflow to deserialise pickle (the service loads
     only safetensors, and says so to MLflow for anything that would load through it)."""
     os.environ.update(settings.mlflow_environment())
-    # MLflow sets its logger's level when it is imported, from this variable; where it is
+    # Every MLflow failure reaches the person as our own one line (the CLI) or log line (the
+    # service); MLflow's logger would print it first with a 60-80 line traceback. It sets its
+    # level when imported, from this variable (a user's own setting wins); where it is
     # imported already, the level is set directly.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
     if serving:
         os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"

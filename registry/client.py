@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proto2prod.errors import ModelNotFound, RegistryError, RegistryUnavailable
+from proto2prod.errors import ModelNotFound, RegistryBusy, RegistryError, RegistryUnavailable
 from proto2prod.registry.reference import ModelRef, check_alias
 from proto2prod.settings import Settings
 
@@ -41,6 +41,62 @@ def history_tag(alias: str) -> str:
 
 def log_tag(alias: str) -> str:
     return f"{TAG}.alias.{alias}.log"
+
+
+def _moves(tags: dict[str, str], alias: str) -> list[dict[str, str | None]]:
+    """The recorded moves of `alias`, oldest first: `{"from": v, "to": w}`. A history written
+    before moves were recorded whole is a list of versions (their targets unknown: None)."""
+    recorded = json.loads(tags.get(history_tag(alias), "[]"))
+    return [m if isinstance(m, dict) else {"from": str(m), "to": None} for m in recorded]
+
+
+def _sqlite_busy(exc: BaseException | None) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY/LOCKED), by its error code, also wrapped."""
+    import sqlite3
+
+    while exc is not None:
+        if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def alias_lock(uri: str, name: str, alias: str, timeout_s: float = 60) -> Iterator[None]:
+    """This host's exclusive lock on moving `name@alias` in the registry at `uri`.
+
+    MLflow has no compare-and-set: this serialises every process on one host (the usual
+    case: a CI runner, an operator's machine). Moves racing from two hosts are caught later
+    (rollback skips a recorded move that did not happen).
+    """
+    import fcntl
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    key = hashlib.sha256(f"{uri}|{name}|{alias}".encode()).hexdigest()[:20]
+    folder = Path(tempfile.gettempdir()) / "proto2prod-locks"
+    folder.mkdir(exist_ok=True)
+    with (folder / f"{key}.lock").open("a") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"another move of {name}@{alias} has held its lock for {timeout_s:.0f} s; "
+                        f"retry when it is done"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -254,10 +310,10 @@ class Registry:
         )
 
     def alias_history(self, name: str, alias: str) -> list[str]:
-        """Versions the alias pointed at before, oldest first (what rollback pops)."""
+        """Versions the alias pointed at before, oldest first (what rollback goes back to)."""
         with self.errors(f"reading the history of {name}@{alias}"):
             tags = self.client.get_registered_model(name).tags or {}
-        return list(json.loads(tags.get(history_tag(alias), "[]")))
+        return [str(move["from"]) for move in _moves(tags, alias)]
 
     def alias_log(self, name: str, alias: str) -> list[dict[str, str | None]]:
         """Every move of the alias, oldest first: `{"at", "action", "from", "to"}`."""
@@ -265,52 +321,100 @@ class Registry:
             tags = self.client.get_registered_model(name).tags or {}
         return list(json.loads(tags.get(log_tag(alias), "[]")))
 
-    def _log_move(self, name: str, alias: str, action: str, old: str | None, new: str) -> None:
+    # -- writing --------------------------------------------------------------------------
+    def promote(self, name: str, version: str | int, alias: str = "production") -> str | None:
+        """Point `alias` at `version`; return the version it pointed at before (or None)."""
+        check_alias(alias)
+        target = self.resolve(ModelRef(name, version=str(version)), with_metrics=False).version
+        with self._moving(name, alias) as (previous, moves, log):
+            if previous == target:
+                return previous
+            self._write(f"promoting {name}/{target} to @{alias}",
+                        self.client.set_registered_model_alias, name, alias, target)  # fmt: skip
+            if previous is not None:
+                moves.append({"from": previous, "to": target})
+            self._record(name, alias, moves, log, "promote", previous, target)
+        return previous
+
+    def rollback(self, name: str, alias: str = "production") -> tuple[str, str]:
+        """Move `alias` back to where it pointed before the last promote: (from, to).
+
+        A recorded move whose target is not where the alias points did not happen (a
+        promote that failed after recording, or one that lost a race with another host):
+        it is skipped, so a rollback never reports a move it did not make.
+        """
+        check_alias(alias)
+        with self._moving(name, alias) as (current, moves, log):
+            if current is None:
+                raise ModelNotFound(f"model '{name}' has no alias '{alias}' to roll back")
+            while moves and moves[-1]["to"] not in (current, None):
+                moves.pop()
+            if not moves:
+                raise ModelNotFound(
+                    f"{name}@{alias} has no earlier version recorded; "
+                    f"use: proto2prod promote {name} VERSION --alias {alias}"
+                )
+            previous = str(moves.pop()["from"])
+            self._write(f"rolling back {name}@{alias}",
+                        self.client.set_registered_model_alias, name, alias, previous)  # fmt: skip
+            self._record(name, alias, moves, log, "rollback", current, previous)
+        return current, previous
+
+    @contextlib.contextmanager
+    def _moving(
+        self, name: str, alias: str
+    ) -> Iterator[tuple[str | None, list[dict[str, str | None]], list[dict[str, str | None]]]]:
+        """Hold this host's lock on `name@alias` and read its state once: (where it points,
+        its recorded moves, its log). Moves of one alias from this host are serialised, so
+        two promotes cannot both read the same state and lose one another's move."""
+        with alias_lock(self.uri, name, alias):
+            self._model_exists(name)
+            with self.errors(f"reading alias {name}@{alias}"):
+                model = self.client.get_registered_model(name)
+            aliases, tags = model.aliases or {}, model.tags or {}
+            current = str(aliases[alias]) if alias in aliases else None
+            yield current, _moves(tags, alias), json.loads(tags.get(log_tag(alias), "[]"))
+
+    def _record(
+        self,
+        name: str,
+        alias: str,
+        moves: list[dict[str, str | None]],
+        log: list[dict[str, str | None]],
+        action: str,
+        old: str | None,
+        new: str,
+    ) -> None:
+        """After the alias moved: its history (what rollback reads) and its log (with time)."""
         entry = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "action": action,
             "from": old,
             "to": new,
         }
-        entries = (self.alias_log(name, alias) + [entry])[-LOG_KEEP:]
-        self.client.set_registered_model_tag(name, log_tag(alias), json.dumps(entries))
+        what = f"recording the move of {name}@{alias} ({old} -> {new}; the alias has moved)"
+        set_tag = self.client.set_registered_model_tag
+        self._write(what, set_tag, name, history_tag(alias), json.dumps(moves[-HISTORY_KEEP:]))
+        self._write(what, set_tag, name, log_tag(alias), json.dumps((log + [entry])[-LOG_KEEP:]))
 
-    # -- writing --------------------------------------------------------------------------
-    def promote(self, name: str, version: str | int, alias: str = "production") -> str | None:
-        """Point `alias` at `version`; return the version it pointed at before (or None)."""
-        check_alias(alias)
-        target = self.resolve(ModelRef(name, version=str(version)))
-        previous = self._current(name, alias)
-        with self.errors(f"promoting {name}/{version} to @{alias}"):
-            if previous is not None and previous != target.version:
-                history = (self.alias_history(name, alias) + [previous])[-HISTORY_KEEP:]
-                self.client.set_registered_model_tag(name, history_tag(alias), json.dumps(history))
-            self.client.set_registered_model_alias(name, alias, target.version)
-            if previous != target.version:
-                self._log_move(name, alias, "promote", previous, target.version)
-        return previous
-
-    def rollback(self, name: str, alias: str = "production") -> tuple[str, str]:
-        """Move `alias` back to where it pointed before the last promote: (from, to)."""
-        check_alias(alias)
-        current = self._current(name, alias)
-        if current is None:
-            raise ModelNotFound(f"model '{name}' has no alias '{alias}' to roll back")
-        history = self.alias_history(name, alias)
-        if not history:
-            raise ModelNotFound(
-                f"{name}@{alias} has no earlier version recorded; "
-                f"use: proto2prod promote {name} VERSION --alias {alias}"
-            )
-        previous = history.pop()
-        with self.errors(f"rolling back {name}@{alias}"):
-            self.client.set_registered_model_alias(name, alias, previous)
-            self.client.set_registered_model_tag(name, history_tag(alias), json.dumps(history))
-            self._log_move(name, alias, "rollback", current, previous)
-        return current, previous
-
-    def _current(self, name: str, alias: str) -> str | None:
-        self._model_exists(name)
-        with self.errors(f"reading alias {name}@{alias}"):
-            aliases = self.client.get_registered_model(name).aliases or {}
-        return str(aliases[alias]) if alias in aliases else None
+    def _write(self, what: str, call: Any, *args: Any) -> None:
+        """One registry write, retried while SQLite is busy (another writer holds its lock)
+        for up to the registry timeout."""
+        deadline = time.monotonic() + self.settings.registry_timeout_s
+        delay = 0.05
+        with self.errors(what):
+            while True:
+                try:
+                    call(*args)
+                    return
+                except Exception as exc:
+                    if not _sqlite_busy(exc):
+                        raise
+                    if time.monotonic() + delay > deadline:
+                        raise RegistryBusy(
+                            f"{what}: the registry's SQLite database stayed locked by another "
+                            f"writer for {self.settings.registry_timeout_s:g} s "
+                            f"(PROTO2PROD_REGISTRY_TIMEOUT_S); retry"
+                        ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)

@@ -86,10 +86,10 @@ def test_unknown_version_alias_and_no_half_registration(env: dict[str, str]) -> 
     assert [v["version"] for v in json.loads(out)] == ["1"]
 
 
-def test_unreachable_tracking_server_exits_2(env: dict[str, str]) -> None:
+def test_unreachable_tracking_server_exits_75_retry(env: dict[str, str]) -> None:
     env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{free_port()}"
     code, _, err = invoke(env, "versions", "digits")
-    assert code == 2
+    assert code == 75  # EX_TEMPFAIL: the input was fine, the same command can work later
     assert "cannot reach the MLflow tracking server" in err
 
 

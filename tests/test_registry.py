@@ -150,7 +150,7 @@ def test_rollback_history_is_a_registered_model_tag(
     a = publish(registry, digits, digits_quick, alias="production")
     b = publish(registry, digits, digits_quick, alias="production")
     tags = registry.client.get_registered_model("digits").tags
-    assert tags[history_tag("production")] == f'["{a.version}"]'
+    assert json.loads(tags[history_tag("production")]) == [{"from": a.version, "to": b.version}]
     assert registry.rollback("digits") == (b.version, a.version)
     with pytest.raises(ModelNotFound, match="no earlier version recorded"):
         registry.rollback("digits")

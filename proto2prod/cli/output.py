@@ -10,14 +10,18 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from proto2prod.errors import Proto2ProdError
+from proto2prod.errors import CacheUnavailable, Proto2ProdError, RegistryUnavailable
 from proto2prod.settings import SettingsError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 USER_ERRORS = (Proto2ProdError, SettingsError, ValueError)
-"""What a person can fix: printed as one line, exit code 2, no traceback."""
+"""What a person can fix: printed as one line, no traceback."""
+TRANSIENT = (RegistryUnavailable, CacheUnavailable)
+"""Nothing wrong with the input: the same command can succeed later."""
+EXIT_INPUT = 2
+EXIT_RETRY = 75  # EX_TEMPFAIL (sysexits.h)
 
 
 @contextlib.contextmanager
@@ -27,7 +31,7 @@ def user_errors() -> Iterator[None]:
     except USER_ERRORS as exc:
         # emoji=False: "module:Class: ..." must not become "module😪 ..." (":Sleepy:")
         err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, emoji=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_RETRY if isinstance(exc, TRANSIENT) else EXIT_INPUT) from None
 
 
 class BarProgress:
