@@ -173,7 +173,7 @@ def check_definition(model: Model, *, where: str | None = None) -> None:
         if getattr(type(model), method) is getattr(Model, method):
             raise fail(f"`{method}()` must be implemented")
 
-    examples = model.examples()
+    examples = _call(model.examples, "examples()", fail)
     if not isinstance(examples, list) or not examples:
         raise fail("`examples()` must return a non-empty list of inputs in their JSON encoding")
     decoded = []
@@ -188,14 +188,22 @@ def check_definition(model: Model, *, where: str | None = None) -> None:
     _check_network(model, decoded, fail)
 
 
+def _call(method: Any, name: str, fail: Any) -> Any:
+    """Call a method of the user's definition; if it raises, say which, in one line."""
+    try:
+        return method()
+    except Exception as exc:  # the user's code: name the method and the error, keep going
+        raise fail(f"`{name}` raised {type(exc).__name__}: {exc}") from exc
+
+
 def _check_network(model: Model, decoded: list[Any], fail: Any) -> None:
     import torch
     from torch import nn
 
-    network = model.network()
+    network = _call(model.network, "network()", fail)
     if not isinstance(network, nn.Module):
         raise fail(f"`network()` must return a torch.nn.Module; got {type(network).__name__}")
-    tensors = [model.preprocess(item) for item in decoded]
+    tensors = [_call(lambda i=item: model.preprocess(i), "preprocess()", fail) for item in decoded]
     shapes = {tuple(t.shape) for t in tensors if isinstance(t, torch.Tensor)}
     if len(shapes) != 1 or not all(isinstance(t, torch.Tensor) for t in tensors):
         raise fail(

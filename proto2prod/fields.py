@@ -183,7 +183,9 @@ class Image(Field):
         self._check_size(array.shape[0], array.shape[1], index)
         if array.min() < 0 or array.max() > 255:
             raise self._invalid(
-                f"pixel values range from {array.min():g} to {array.max():g}", self._expected, index
+                f"pixel values range from {array.min():.10g} to {array.max():.10g}",
+                self._expected,
+                index,
             )
         return array
 

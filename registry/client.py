@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 import warnings
@@ -129,12 +130,10 @@ class VersionInfo:
         return json.loads(self.tags.get(f"{TAG}.spec", "{}"))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "aliases": self.aliases,
-            "metrics": self.metrics,
-            "run_id": self.run_id,
-        }
+        """JSON-safe: a metric MLflow holds as NaN or infinite is null (JSON has neither)."""
+        metrics = {k: v if math.isfinite(v) else None for k, v in self.metrics.items()}
+        return {"version": self.version, "aliases": self.aliases, "metrics": metrics,
+                "run_id": self.run_id}  # fmt: skip
 
 
 class Registry:

@@ -9,6 +9,7 @@ the git commit when there is one. A publish that fails half-way leaves no versio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -156,7 +157,12 @@ def publish(
                         }
                     },
                 )
-            mv = _register(registry, model.name, info, run.info.run_id, tags)
+            try:
+                mv = _register(registry, model.name, info, run.info.run_id, tags)
+            except BaseException:  # no version: leave no run behind that looks like one
+                with contextlib.suppress(Exception):
+                    client.delete_run(run.info.run_id)
+                raise
     version = str(mv.version)
     if alias is not None:
         try:
@@ -180,7 +186,11 @@ def _register(registry: Registry, name: str, info: Any, run_id: str, tags: dict[
     except _mlflow_error() as exc:
         if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
             raise
-        client.create_registered_model(name, description=f"proto2prod model '{name}'")
+        try:
+            client.create_registered_model(name, description=f"proto2prod model '{name}'")
+        except _mlflow_error() as race:  # another first publish created it meanwhile: fine
+            if getattr(race, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
     return client.create_model_version(
         name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
     )

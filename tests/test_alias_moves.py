@@ -106,3 +106,29 @@ def test_rollback_skips_a_recorded_move_that_did_not_happen(five: Registry) -> N
     assert five.resolve("digits@production").version == "1"
     with pytest.raises(Exception, match="no earlier version recorded"):
         five.rollback("digits")
+
+
+def test_two_first_trains_of_a_new_model_both_register(tmp_path: Path) -> None:
+    from tests.conftest import EXAMPLES
+
+    env = {"PROTO2PROD_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    trains = [
+        subprocess.Popen(
+            [str(BIN / "proto2prod"), "train", str(EXAMPLES / "tabular.py"), "--quick"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    for p in trains:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(tmp_path / "home")}))
+    versions = registry.versions("wine")
+    assert sorted(v.version for v in versions) == ["1", "2"]
+    runs = registry.client.search_runs(
+        [registry.client.get_experiment_by_name("proto2prod/wine").experiment_id]
+    )
+    assert sorted(r.info.run_id for r in runs) == sorted(v.run_id for v in versions)  # no orphan

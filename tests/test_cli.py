@@ -120,3 +120,32 @@ def test_console_script_train_in_a_subprocess(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "has no version 5" in bad.stderr
+
+
+BROKEN = {
+    "network": ("def network(self):\n        raise RuntimeError('no GPU kernel')",
+                "`network()` raised RuntimeError: no GPU kernel"),
+    "examples": ("def examples(self):\n        return 1 / 0",
+                 "`examples()` raised ZeroDivisionError: division by zero"),
+    "train": ("def train(self, progress, quick=False):\n        raise KeyError('lr')",
+              "train() raised KeyError: 'lr'"),
+    "train_none": ("def train(self, progress, quick=False):\n        return None",
+                   "train() must return proto2prod.Trained(weights=..., metrics=...); "
+                   "it returned NoneType"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN))
+def test_a_failing_definition_is_one_line_exit_2(
+    env: dict[str, str], tmp_path: Path, broken: str
+) -> None:
+    source = (Path(__file__).parent / "user_project" / "my_model.py").read_text()
+    method, message = BROKEN[broken]
+    name = method.split("(")[0].removeprefix("def ")
+    start = source.index(f"    def {name}(")
+    end = source.find("\n    def ", start + 10)
+    path = tmp_path / f"broken_{broken}.py"
+    path.write_text(source[:start] + "    " + method + "\n" + (source[end:] if end != -1 else ""))
+    code, out, err = invoke(env, "train", str(path), "--quick")
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out

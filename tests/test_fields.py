@@ -208,3 +208,9 @@ def test_numbers_beyond_float32_are_refused_not_overflowed() -> None:
     assert "within ±3.4e38" in error(table, [10**400, 0]).problem  # would raise OverflowError
     assert error(fields.Number(name="n"), 10**400).expected == "a finite number within ±3.4e38"
     assert fields.Number(name="n").decode(3.0e38) == 3.0e38
+
+
+def test_out_of_range_pixels_are_named_exactly() -> None:
+    image = fields.Image(height=2, width=2)
+    with pytest.raises(InvalidInput, match=r"range from 0 to 255\.0001"):
+        image.decode([[0, 255.0001], [1, 2]])

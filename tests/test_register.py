@@ -163,3 +163,24 @@ def test_a_definition_without_train_registers_and_train_says_so(
     assert f"proto2prod register {definition} --weights PATH" in err
     assert cli(home, "register", str(definition), "--weights", str(weights))[0] == 0
     assert registry(home).resolve("iris/1").tags["proto2prod.origin.by"] == "register"
+
+
+def test_versions_json_stays_json_with_a_nan_metric(
+    home: Path, tmp_path: Path, iris_weights
+) -> None:
+    import json
+
+    path = tmp_path / "iris.pt"
+    torch.save(iris_weights, path)
+    definition = load_definition(IRIS)
+    from proto2prod import Trained
+    from proto2prod.registry import publish
+
+    publish(registry(home), definition, Trained(weights=iris_weights, metrics={"loss": math.nan}))
+    code, out, _ = cli(home, "versions", "iris", "--json")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    assert code == 0
+    assert json.loads(out, parse_constant=refuse)[0]["metrics"] == {"loss": None}

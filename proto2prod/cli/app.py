@@ -19,6 +19,8 @@ from proto2prod.cli.demo import demo
 from proto2prod.cli.output import BarProgress, console, user_errors
 
 if TYPE_CHECKING:
+    from proto2prod.definition import Definition
+    from proto2prod.model import Trained
     from proto2prod.registry import ModelRef, Published
 
 app = typer.Typer(
@@ -82,7 +84,7 @@ def train(
                 f"with: proto2prod register {model_file} --weights PATH"
             )
         with BarProgress() as progress:
-            trained = definition.model.train(progress, quick=quick)
+            trained = _train(definition, progress, quick)
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in trained.metrics.items())
         console.print(f"trained [bold]{definition.model.name}[/]: {metrics}")
         published = publish(
@@ -148,6 +150,25 @@ def register(
             origin=origin,
         )
     _say_registered(published)
+
+
+def _train(definition: Definition, progress: BarProgress, quick: bool) -> Trained:
+    """The user's `train()`, whose failures are theirs to fix: one line naming it."""
+    from proto2prod.errors import DefinitionError
+    from proto2prod.model import Trained
+
+    try:
+        trained = definition.model.train(progress, quick=quick)
+    except Exception as exc:
+        raise DefinitionError(f"train() raised {type(exc).__name__}: {exc}",
+                              where=definition.entry) from exc  # fmt: skip
+    if not isinstance(trained, Trained):
+        raise DefinitionError(
+            f"train() must return proto2prod.Trained(weights=..., metrics=...); it returned "
+            f"{type(trained).__name__}",
+            where=definition.entry,
+        )
+    return trained
 
 
 def _pairs(option: str, given: list[str] | None) -> list[tuple[str, str]]:
