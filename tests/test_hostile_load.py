@@ -193,12 +193,19 @@ def test_json_content_type_is_required(service: Service) -> None:
     assert r.status_code == 200
 
 
-def test_client_errors_log_one_line_without_input_or_traceback(service: Service) -> None:
+def test_client_errors_and_disconnects_log_no_input_or_traceback(service: Service) -> None:
     secret = "c2VjcmV0LWlucHV0LXZhbHVl"  # base64, valid, not an image
     service.http.post("/predict", json={"inputs": [service.example, secret]})  # 422
     service.http.post("/predict", content=b"{not json", headers=JSON)  # 400
     service.http.post("/predict", json={"items": []})  # 400
+    host, port = service.url.removeprefix("http://").split(":")
+    body = json.dumps({"inputs": [service.example] * 8}).encode()
+    head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    for sent in (body[:20], body):  # gone mid-body; gone before its answer
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + sent)
     time.sleep(0.5)
+    assert service.healthy()
     log = service.log.read_text()
     assert secret not in log and "{not json" not in log
     assert "Traceback" not in log, log[-3000:]
