@@ -154,12 +154,20 @@ def test_slow_senders_lose_their_place_and_others_are_served(service: Service) -
         r = service.http.post("/predict", json={"inputs": [service.example]})
         assert r.status_code == 200, r.text  # admission counts whole bodies only
         assert time.monotonic() - started < 1.5
-        answers = [s.recv(4096).decode(errors="replace") for s in slow]  # after the 2 s
+        answers = [_read_until_closed(s) for s in slow]  # after the 2 s
     finally:
         for s in slow:
             s.close()
     assert all(a.startswith("HTTP/1.1 408") for a in answers), answers[0][:200]
     assert "PROTO2PROD_BODY_TIMEOUT_S" in answers[0]
+
+
+def _read_until_closed(sock: socket.socket) -> str:
+    """The whole response: a 408 is sent with `connection: close`, possibly in two packets."""
+    chunks = []
+    while chunk := sock.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def test_too_many_items_is_refused_as_such_and_large_requests_are_split(
