@@ -406,7 +406,7 @@ class Registry:
                 try:
                     call(*args)
                     return
-                except Exception as exc:
+                except _mlflow_error() as exc:  # MLflow wraps SQLite's busy error in its own
                     if not _sqlite_busy(exc):
                         raise
                     if time.monotonic() + delay > deadline:
