@@ -6,7 +6,7 @@ P2P     := $(VENV)/bin/proto2prod
 # torch: users on GPUs bring their own CUDA build; this is the CPU build (on disk here).
 TORCH   ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench gpu-card clean
 
 # The venv with torch in it, installed first so that no extra pulls in another build.
 $(VENV)/.torch:
@@ -33,6 +33,11 @@ test: $(VENV)/.all
 
 bench: $(VENV)/.all
 	$(P2P) bench $(BENCH_ARGS)
+
+# The GPU run card, on a machine with an NVIDIA GPU (PyPI's Linux torch wheels carry CUDA):
+# heavy at batch 1 vs batched, the service vs the limit, float32 vs float16 -> docs/benchmarks/gpu.md
+gpu-card: $(VENV)/.all
+	$(P2P) bench --device cuda --models heavy --out docs/benchmarks
 
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check .

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class Point:
     loadgen_cpu: float
     """CPU seconds per wall second of the load generator (1.0 = one core saturated)."""
     workers: int
+    server_cpu: dict[str, float] = field(default_factory=dict)
+    """Role -> CPU seconds per wall second of that server's process tree, measured after
+    the warm-up: divided by req/s, the CPU one request costs it."""
 
     @property
     def saturated(self) -> bool:
@@ -127,14 +130,26 @@ def run(
         else:
             procs.append(_spawn(placement.load([*base, *classes]), env, Path(str(out) + ".log")))
         watched = [psutil.Process(p.pid) for p in procs]
+        servers = {role: psutil.Process(pid) for role, pid in target.processes.items()}
         cpu0 = cpu1 = sum(_cpu(w) for w in watched)
         wall0 = wall1 = time.monotonic()
         deadline = wall0 + warmup + duration + 60
+        measured: tuple[float, dict[str, float]] | None = None  # from the warm-up's end
+        server_cpu: dict[str, float] = {}
         while procs[0].poll() is None and time.monotonic() < deadline:
             if stop is not None and stop.is_set():
                 raise Stopped(f"load on {target.url} stopped before its end")
             cpu1 = sum(_cpu(w) for w in watched)
             wall1 = time.monotonic()
+            # Server CPU over the measured window only; the last sample lands before Locust
+            # stops, so no idle tail is counted.
+            if measured is None and wall1 - wall0 >= warmup + 1:
+                measured = (wall1, {r: _cpu(p) for r, p in servers.items()})
+            elif measured is not None and wall1 - wall0 <= warmup + duration:
+                server_cpu = {
+                    r: (_cpu(p) - measured[1][r]) / (wall1 - measured[0])
+                    for r, p in servers.items()
+                }
             time.sleep(0.5)
         if procs[0].poll() is None or procs[0].returncode != 0:
             log = Path(str(out) + ".log").read_text(errors="replace")[-2000:]
@@ -158,7 +173,7 @@ def run(
             errors=sum(c["light_errors"] for c in collected),
             seconds=duration,
         )
-    return Point(model, light_summary, loadgen_cpu, workers)
+    return Point(model, light_summary, loadgen_cpu, workers, server_cpu)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:

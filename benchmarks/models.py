@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proto2prod.registry import ModelRef
+from proto2prod.registry.reference import ModelRef
 
 EXAMPLES = {
     "digits": "proto2prod.examples.digits:Digits",

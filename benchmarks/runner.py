@@ -14,71 +14,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from proto2prod.benchmarks import load, models, scenarios, targets
+from proto2prod.benchmarks.plan import EXAMPLES, Plan
 from proto2prod.benchmarks.targets import IMAGE_ONLY, Placement
-
-ARCHITECTURES = ["gradio", "prototype", "asgi", "decoupled", "service", "mlflow"]
-EXAMPLES = models.EXAMPLES
-
-
-@dataclass
-class Plan:
-    models: list[str]
-    users: list[int]
-    duration: float = 20.0
-    warmup: float = 3.0
-    architectures: list[str] = field(default_factory=lambda: list(ARCHITECTURES))
-    limit_batches: list[int] = field(default_factory=lambda: [1, 8, 32])
-    limit_seconds: float = 3.0
-    workers: int = 0
-    rate: float = 0.0
-    payload: str = "png"
-    quick: bool = False
-    scenarios: list[str] = field(default_factory=lambda: ["update", "memory"])
-    update_seconds: float = 40.0
-    memory_counts: tuple[int, ...] = (1, 2, 4)
-    refs: dict[str, str] = field(default_factory=dict)
-    """model -> a reference in the user's registry (`--model REF`); others are examples."""
-    entries: dict[str, str] = field(default_factory=dict)
-    """model -> its definition's entry point (filled in for the examples)."""
-
-    def __post_init__(self) -> None:
-        for model in self.models:
-            self.entries.setdefault(model, EXAMPLES.get(model, ""))
-        self._images = {m: models.takes_images(e) for m, e in self.entries.items() if e}
-
-    def images(self, model: str) -> bool:
-        return self._images.get(model, False)
-
-    def steps(self) -> int:
-        """How many progress messages `run` says: one per step, for a progress bar."""
-        total = 0
-        for model in self.models:
-            image = self.images(model)
-            total += 1 + (len(self.scenarios) if image else 0)
-            for arch in self.architectures:
-                total += 1 if arch in IMAGE_ONLY and not image else 2 + len(self.users)
-        return total
-
-    @classmethod
-    def quick_plan(cls, names: list[str], **kwargs: Any) -> Plan:
-        return cls(
-            models=names,
-            users=[1, 8],
-            duration=3,
-            warmup=1,
-            limit_seconds=0.5,
-            quick=True,
-            update_seconds=20,
-            memory_counts=(1, 2),
-            **kwargs,
-        )
-
 
 Say = Callable[[str], None]
 
@@ -144,9 +87,23 @@ def write_payload(model: str, entry: str, kind: str, folder: Path) -> Path:
 
 
 def measure_limit(
-    model: str, payload: Path, plan: Plan, home: Path, placement: Placement
+    model: str,
+    payload: Path,
+    plan: Plan,
+    home: Path,
+    placement: Placement,
+    *,
+    device: str | None = None,
+    half: bool = False,
 ) -> dict[str, float]:
-    env = {**os.environ, "PROTO2PROD_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PROTO2PROD_HOME": str(home),
+        "OMP_NUM_THREADS": "1",
+        "PROTO2PROD_HALF": "1" if half else "0",
+    }
+    if device:
+        env["PROTO2PROD_DEVICE"] = device
     env.pop("MLFLOW_TRACKING_URI", None)
     args = placement.server(
         [
@@ -177,7 +134,7 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": [],
         "limits": [],
-        "scenarios": {"responsiveness": [], "update": [], "memory": []},
+        "scenarios": {"responsiveness": [], "update": [], "memory": [], "queue": []},
     }
     with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
         home = Path(tmp) / "home"
@@ -191,14 +148,15 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                     say(f"{model}: skipping {arch} (it is called through an image upload)")
                     continue
                 say(f"{model}: measuring the raw limit next to {arch}")
-                limit = measure_limit(model, payload, plan, home, placement)
+                limit = measure_limit(model, payload, plan, home, placement, device=plan.device)
                 results["limits"].append({"model": model, "before": arch, "samples_per_s": limit})
                 for batch, value in limit.items():
                     results["runs"].append(_run_row(model, "limit", int(batch), value, None))
                 say(f"{model}: starting {arch}")
                 with targets.start(
-                    arch, model, entry, home=home, logs=logs, placement=placement
-                ) as t:
+                    arch, model, entry, home=home, logs=logs, placement=placement,
+                    device=plan.device,
+                ) as t:  # fmt: skip
                     for users in plan.users:
                         light = users == max(plan.users)
                         say(f"{model}: {arch} with {users} users")
@@ -245,6 +203,20 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                         seconds=plan.update_seconds,
                     )
                 )
+            if "queue" in plan.scenarios and image:
+                say(f"{model}: the remote front end's Gradio queue, three limits")
+                results["scenarios"]["queue"].append(
+                    scenarios.queue(
+                        model,
+                        payload,
+                        users=max(plan.users),
+                        duration=plan.duration,
+                        warmup=plan.warmup,
+                        home=home,
+                        logs=logs,
+                        placement=placement,
+                    )  # fmt: skip
+                )
             if "memory" in plan.scenarios and image:
                 say(f"{model}: resident memory of N replicas, both ways")
                 results["scenarios"]["memory"].append(
@@ -284,5 +256,6 @@ def _run_row(
         requests=point.model.requests,
         loadgen_cpu=round(point.loadgen_cpu, 3),
         loadgen_saturated=point.saturated,
+        server_cpu={role: round(cores, 3) for role, cores in point.server_cpu.items()},
     )
     return row

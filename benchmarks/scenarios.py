@@ -1,4 +1,5 @@
-"""Scenarios beyond throughput: a model update under load, and memory per replica.
+"""Scenarios beyond throughput: a model update under load, memory per replica, and the
+remote front end's Gradio queue.
 
 Update: clients loop (Locust) while a new version is promoted. Model-in-server needs a
 restart of the web process (measured: failed requests, seconds without a successful
@@ -52,6 +53,22 @@ class Timeline:
     def failed(self) -> int:
         return sum(not ok for _, ok, _ in self.events)
 
+    def binned(self, versions: tuple[str, ...], width: float = 0.5) -> dict[str, Any]:
+        """Answers per `width` seconds: ok per version, and failed. The report's chart needs
+        no more, and per-request events would make results.json megabytes."""
+        rows: dict[int, list[int]] = {}
+        for t, ok, version in self.events:
+            row = rows.setdefault(int(t // width), [0] * (len(versions) + 1))
+            if not ok:
+                row[-1] += 1
+            elif version in versions:
+                row[versions.index(version)] += 1
+        return {
+            "width_s": width,
+            "columns": [*versions, "failed"],
+            "rows": [[round(b * width, 3), *rows[b]] for b in sorted(rows)],
+        }
+
     def first(self, version: str) -> float | None:
         return next((t for t, ok, v in self.events if ok and v == version and t >= 0), None)
 
@@ -87,16 +104,13 @@ def _p2p(*args: str) -> list[str]:
 
 
 def _promote(home: Path, model: str, version: str) -> None:
-    """`proto2prod promote`, retried: the embedded SQLite store can be briefly locked by the
-    service's poller reading it."""
-    for attempt in range(3):
-        done = subprocess.run(
-            _p2p("promote", model, version), env=_env(home), capture_output=True, text=True
-        )
-        if done.returncode == 0:
-            return
-        time.sleep(0.5 * (attempt + 1))
-    raise RuntimeError(f"promoting {model}/{version} failed: {done.stderr.strip()}")
+    """`proto2prod promote` (the registry client itself retries a briefly locked SQLite
+    store, which the service's poller may be reading)."""
+    done = subprocess.run(
+        _p2p("promote", model, version), env=_env(home), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"promoting {model}/{version} failed: {done.stderr.strip()}")
 
 
 def _under_load(
@@ -174,7 +188,7 @@ def update(
             "requests": len(line.events),
             "seconds_to_new_version": line.first(new),
             "poll_s": UPDATE_POLL_S,
-            "timeline": line.events,
+            "timeline": line.binned((old, new)),
         }
     # Model-in-server: the web process holds the model, so it restarts to change it.
     _promote(home, model, old)
@@ -207,11 +221,54 @@ def update(
             "requests": len(line.events),
             "seconds_without_service": line.gap(),
             "seconds_to_new_version": line.first(new),
-            "timeline": line.events,
+            "timeline": line.binned((old, new)),
         }
     finally:
         kill(box["proc"])
     return results
+
+
+QUEUE_LIMITS = (8, 32, 0)  # the former remote default, more, none (0: the default now)
+
+
+def queue(
+    model: str,
+    payload: Path,
+    *,
+    users: int,
+    duration: float,
+    warmup: float,
+    home: Path,
+    logs: Path,
+    placement: Placement,
+) -> dict[str, Any]:
+    """One service; in front of it the remote front end once per Gradio concurrency limit,
+    each under the same load at `users`."""
+    env = _env(home)
+    rows = []
+    port = free_port()
+    svc_url = f"http://127.0.0.1:{port}"
+    serve = placement.server(_p2p("serve", f"{model}@production", "--port", str(port)))
+    with process(serve, f"{svc_url}/readyz", logs / f"{model}-queue-service.log", env):
+        for limit in QUEUE_LIMITS:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            args = _p2p("prototype", "--backend", svc_url, "--port", str(port),
+                        "--concurrency", str(limit))  # fmt: skip
+            with process(placement.server(args), url, logs / f"{model}-queue-{limit}.log", env):
+                target = Target("decoupled", url, "gradio", "predict", "/")
+                point = load.run(
+                    target, payload, users=users, duration=duration, warmup=warmup,
+                    placement=placement,
+                )  # fmt: skip
+            rows.append({
+                "concurrency": limit or None,
+                "rps": point.model.rps,
+                "p50_ms": point.model.p50_ms,
+                "p99_ms": point.model.p99_ms,
+                "errors": point.model.errors,
+            })  # fmt: skip
+    return {"model": model, "users": users, "rows": rows}
 
 
 def _rss_mb(pid: int) -> float:

@@ -31,7 +31,8 @@ class Target:
     kind: str  # "json" (POST {"inputs": [item]}) or "gradio" (upload + queued call)
     path: str  # route, or the Gradio api name
     light_path: str  # a light GET route of the web front end
-    pids: list[int] = field(default_factory=list)
+    processes: dict[str, int] = field(default_factory=dict)
+    """role ("server", or "front end" and "service") -> pid: whose CPU a point measures."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,14 @@ def start(
     logs: Path,
     placement: Placement,
     threads: int = 1,
+    concurrency: int | None = None,
+    device: str | None = None,
+    half: bool = False,
 ) -> Iterator[Target]:
     """Run architecture `name` for registered model `model` (served as MODEL@production);
-    `entry` is its definition, for the in-process prototype."""
+    `entry` is its definition, for the in-process prototype. `concurrency` is the remote
+    front end's Gradio queue limit (None: its default, 0: no limit); `device` and `half`
+    go to every server that runs the model (PROTO2PROD_DEVICE, PROTO2PROD_HALF)."""
     ref = f"{model}@production"
     env = {
         **os.environ,
@@ -93,7 +99,10 @@ def start(
         "BENTOML_DO_NOT_TRACK": "true",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "PROTO2PROD_HALF": "1" if half else "0",
     }
+    if device:
+        env["PROTO2PROD_DEVICE"] = device
     env.pop("MLFLOW_TRACKING_URI", None)
     py = sys.executable
     p2p = [py, "-m", "proto2prod.cli"]
@@ -109,11 +118,14 @@ def start(
                 process(args, f"{svc_url}/readyz", logs / f"{model}-{name}-service.log", env)
             )
             if name == "service":
-                yield Target(name, url, "json", "/predict", "/livez", [pid])
+                yield Target(name, url, "json", "/predict", "/livez", {"service": pid})
                 return
-            args = placement.server([*p2p, "prototype", "--backend", svc_url, "--port", str(port)])
+            queue = [] if concurrency is None else ["--concurrency", str(concurrency)]
+            args = placement.server(
+                [*p2p, "prototype", "--backend", svc_url, "--port", str(port), *queue]
+            )
             ui = stack.enter_context(process(args, url, log, env))
-            yield Target(name, url, "gradio", "predict", "/", [pid, ui])
+            yield Target(name, url, "gradio", "predict", "/", {"front end": ui, "service": pid})
             return
         if name == "prototype":
             args = placement.server(
@@ -127,14 +139,8 @@ def start(
                     str(port),
                 ]
             )
-            yield Target(
-                name,
-                url,
-                "gradio",
-                "predict",
-                "/",
-                [stack.enter_context(process(args, url, log, env))],
-            )
+            pid = stack.enter_context(process(args, url, log, env))
+            yield Target(name, url, "gradio", "predict", "/", {"server": pid})
             return
         if name in ("gradio", "asgi"):
             args = placement.server(
@@ -143,9 +149,18 @@ def start(
             ready = url if name == "gradio" else f"{url}/health"
             pid = stack.enter_context(process(args, ready, log, env))
             if name == "gradio":
-                yield Target(name, url, "gradio", "predict", "/", [pid])
+                yield Target(name, url, "gradio", "predict", "/", {"server": pid})
             else:
-                yield Target(name, url, "json", "/predict", "/health", [pid])
+                yield Target(name, url, "json", "/predict", "/health", {"server": pid})
+            return
+        if name == "bentoml-batchable":
+            env["PROTO2PROD_BENCH_REF"] = ref
+            service = "proto2prod.benchmarks.apps.bentoml_batchable:Batchable"
+            args = placement.server(
+                [str(BIN / "bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(port)]
+            )
+            pid = stack.enter_context(process(args, f"{url}/readyz", log, env))
+            yield Target(name, url, "json", "/predict", "/livez", {"server": pid})
             return
         if name == "mlflow":
             env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
@@ -167,6 +182,6 @@ def start(
                 ]
             )
             pid = stack.enter_context(process(args, f"{url}/ping", log, env))
-            yield Target(name, url, "json", "/invocations", "/ping", [pid])
+            yield Target(name, url, "json", "/invocations", "/ping", {"server": pid})
             return
         raise ValueError(f"unknown architecture {name!r}")

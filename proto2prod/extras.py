@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from proto2prod.errors import MissingExtra
@@ -26,3 +27,12 @@ def require(module: str) -> ModuleType:
         if exc.name and exc.name.split(".")[0] != top:
             raise
         raise MissingExtra(module, EXTRA_OF.get(top, "all")) from None
+
+
+def check_installed(*modules: str) -> None:
+    """MissingExtra for the first of `modules` that is not installed, without importing any
+    (a command that runs them as subprocesses should not pay for, or be patched by, them:
+    importing locust monkey-patches the whole process with gevent)."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtra(module, EXTRA_OF.get(module.split(".")[0], "all"))

@@ -19,11 +19,15 @@ from proto2prod.model import Model
 from proto2prod.weights import load_safetensors
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    """`requested` if given, else CUDA when available, else CPU."""
-    if requested:
+def pick_device(requested: str | None = None, *, worker: int = 1) -> torch.device:
+    """`requested` if it names one device (`cpu`, `cuda:1`); else CUDA when available, with
+    worker `worker` (1-based, as BentoML numbers them) on GPU `(worker - 1) % count`, so N
+    workers on N GPUs get one each; else the CPU."""
+    if requested and requested != "cuda":
         return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device(requested or "cpu")
+    return torch.device(f"cuda:{(worker - 1) % torch.cuda.device_count()}")
 
 
 class Predictor:

@@ -179,6 +179,10 @@ class ServiceSettings:
     drain_s: float = 2.0
     """`PROTO2PROD_DRAIN_S`: on SIGTERM, how long `/readyz` says 503 while requests are
     still served, so a load balancer stops sending before the server stops listening."""
+    workers: int = 1
+    """`PROTO2PROD_WORKERS`: BentoML worker processes, each with the model, its own batcher
+    and, with several GPUs, its own GPU (worker i on `cuda:(i-1) % gpus`). One worker
+    saturates one GPU for most models; add workers for CPU-bound preprocessing."""
 
     def __post_init__(self) -> None:
         if self.max_items > self.max_queue:
@@ -203,8 +207,14 @@ class ServiceSettings:
             return True
         if self.device:
             return False
+        return self.gpu_count > 0
+
+    @property
+    def gpu_count(self) -> int:
+        """NVIDIA GPUs the driver lists (0 without one): BentoML is told to make them all
+        visible to every worker, which then picks its own."""
         gpus = Path("/proc/driver/nvidia/gpus")
-        return gpus.is_dir() and any(gpus.iterdir())
+        return sum(1 for _ in gpus.iterdir()) if gpus.is_dir() else 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -215,7 +225,7 @@ class ServiceSettings:
                 "PROTO2PROD_MODEL is not set; run: proto2prod serve NAME@ALIAS "
                 "(or set PROTO2PROD_MODEL=digits@production)"
             )
-        max_queue = max(1, _int(env, "PROTO2PROD_MAX_QUEUE", 1024))
+        max_queue = _positive_int(env, "PROTO2PROD_MAX_QUEUE", 1024)
         max_body_mb = _float(env, "PROTO2PROD_MAX_BODY_MB", 16.0)
         return cls(
             model=model,
@@ -224,10 +234,10 @@ class ServiceSettings:
             poll_max_s=_float(env, "PROTO2PROD_POLL_MAX_S", 60.0),
             admin_token=env.get("PROTO2PROD_ADMIN_TOKEN") or None,
             max_body_mb=max_body_mb,
-            max_batch_size=max(1, _int(env, "PROTO2PROD_MAX_BATCH_SIZE", 32)),
+            max_batch_size=_positive_int(env, "PROTO2PROD_MAX_BATCH_SIZE", 32),
             batch_wait_ms=_float(env, "PROTO2PROD_BATCH_WAIT_MS", 1.0, zero_ok=True),
             max_queue=max_queue,
-            max_concurrency=max(1, _int(env, "PROTO2PROD_MAX_CONCURRENCY", 512)),
+            max_concurrency=_positive_int(env, "PROTO2PROD_MAX_CONCURRENCY", 512),
             timeout_s=_float(env, "PROTO2PROD_TIMEOUT_S", 30.0),
             # unset, it follows a lowered queue bound; set, it must fit (checked below)
             max_items=_positive_int(env, "PROTO2PROD_MAX_ITEMS", min(256, max_queue)),
@@ -239,6 +249,7 @@ class ServiceSettings:
             torch_threads=_int(env, "PROTO2PROD_TORCH_THREADS", 0),
             access_log=_bool(env, "PROTO2PROD_ACCESS_LOG", False),
             drain_s=_float(env, "PROTO2PROD_DRAIN_S", 2.0, zero_ok=True),
+            workers=_positive_int(env, "PROTO2PROD_WORKERS", 1),
         )
 
 

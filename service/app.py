@@ -157,8 +157,10 @@ routes = Starlette(
     # No `max_concurrency` here: BentoML's answers 429 without Retry-After; ours does
     # (service/predict.py), and counts only requests whose bodies have arrived.
     traffic={"timeout": CONFIG.timeout_s + 5},
-    # A scheduling hint for BentoCloud/Kubernetes; the runtime picks the device itself.
-    resources={"gpu": 1} if CONFIG.wants_gpu else {},
+    workers=CONFIG.workers,
+    # Every GPU visible to every worker (BentoML sets CUDA_VISIBLE_DEVICES from this); each
+    # worker then takes its own (proto2prod.predictor.pick_device).
+    resources={"gpu": max(1, CONFIG.gpu_count)} if CONFIG.wants_gpu else {},
     logging={"access": {"enabled": CONFIG.access_log}},
     # The OpenTelemetry middleware makes a span per request even at sample rate 0.
     tracing={"sample_rate": 0.0, "excluded_urls": ["/predict", "/metadata", "/livez", "/readyz"]},
@@ -169,7 +171,8 @@ class ModelService:
     def __init__(self) -> None:
         global _service
         assert DEFINITION is not None, "the service is instantiated in BentoML's workers only"
-        self.runtime = ModelRuntime(SETTINGS, CONFIG, DEFINITION, REGISTRY)
+        worker = bentoml.server_context.worker_index or 1
+        self.runtime = ModelRuntime(SETTINGS, CONFIG, DEFINITION, REGISTRY, worker=worker)
         self.batcher: MicroBatcher[Any] = MicroBatcher(
             lambda predictor, tensors: predictor.run(tensors),
             max_batch_size=CONFIG.max_batch_size,

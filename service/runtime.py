@@ -11,6 +11,7 @@ while the current version keeps serving.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -99,8 +100,12 @@ class ModelRuntime:
         config: ServiceSettings,
         definition: Definition,
         registry: Registry | None = None,
+        *,
+        worker: int = 1,
     ) -> None:
         self.config = config
+        self.worker = worker
+        """BentoML's worker index (1-based): which GPU this process takes."""
         self.definition = definition
         self.registry = registry or Registry(settings)
         self.ref = ModelRef.parse(config.model)
@@ -134,7 +139,7 @@ class ModelRuntime:
         if wanted and wanted.startswith("cuda") and not cuda:
             log.warning("PROTO2PROD_DEVICE=%s but CUDA is not available: using the CPU", wanted)
             wanted = "cpu"
-        return pick_device(wanted)
+        return pick_device(wanted, worker=self.worker)
 
     # -- loading --------------------------------------------------------------------------
     def _load(self, local: LocalVersion, *, from_cache: bool) -> Loaded:
@@ -292,6 +297,7 @@ class ModelRuntime:
             "version": cur.version if cur else None,
             "run_id": cur.info.run_id if cur else None,
             "device": str(self.device),
+            "worker": {"index": self.worker, "of": self.config.workers, "pid": os.getpid()},
             "dtype": str(cur.predictor.dtype).removeprefix("torch.") if cur else None,
             "definition": self.definition.entry,
             "loaded_at": _iso(cur.loaded_at) if cur else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 from proto2prod import Definition, Settings, Trained
-from proto2prod.benchmarks import hdr, load, report
+from proto2prod.benchmarks import hdr, load, report, verdicts
 from proto2prod.benchmarks.targets import Placement, Target
 from tests.conftest import BIN, ROOT
 from tests.processes import free_port, server
@@ -79,14 +80,87 @@ def _results(service_rps: float, limit: float, gradio_rps: float, p50: float, p9
 
 
 def test_verdicts_hold_and_fail_on_the_numbers() -> None:
-    good = {v.claim: v for v in report.verdicts(_results(140, 150, 20, 200, 250))}
+    good = {v.claim: v for v in verdicts.verdicts(_results(140, 150, 20, 200, 250))}
     assert all(v.holds for v in good.values()), good
-    bad = {v.claim: v for v in report.verdicts(_results(100, 150, 20, 200, 400))}
+    bad = {v.claim: v for v in verdicts.verdicts(_results(100, 150, 20, 200, 400))}
     limit_claim = next(c for c in bad if "raw batched limit" in c)
     assert bad[limit_claim].holds is False and "(67%)" in bad[limit_claim].numbers
     assert bad[next(c for c in bad if "6x `gradio`" in c)].holds is False
     assert bad[next(c for c in bad if "p99 <= 1.5x p50" in c)].holds is False
     assert bad[next(c for c in bad if "stays responsive" in c)].holds is True
+
+
+def test_peers_the_load_generator_and_the_reason_a_verdict_fails() -> None:
+    results = _results(140, 150, 20, 200, 250)
+    peer = dict(results["runs"][0], architecture="bentoml-batchable", rps=125.0)
+    results["runs"].append(peer)
+    found = {v.claim: v for v in verdicts.verdicts(results)}
+    batchable = found[next(c for c in found if "1.2x `bentoml-batchable`" in c)]
+    assert batchable.holds is False and "(1.12x)" in batchable.numbers
+    assert batchable.reason == ""  # nothing in the run explains it
+    results["runs"][0]["loadgen_saturated"] = True
+    found = {v.claim: v for v in verdicts.verdicts(results)}
+    batchable = found[next(c for c in found if "1.2x `bentoml-batchable`" in c)]
+    assert "load generator" in batchable.reason
+
+
+def test_projection_from_the_cpu_each_side_spends_per_request() -> None:
+    row = {
+        "model": "digits", "architecture": "decoupled", "users": 32, "rps": 100.0,
+        "p50_ms": 10.0, "p95_ms": 12.0, "p99_ms": 14.0, "errors": 0,
+        "limit_samples_per_s": 1000.0, "server_cpu": {"front end": 0.6, "service": 0.3},
+    }  # fmt: skip
+    results = {"runs": [row], "scenarios": {}}
+    (p,) = verdicts.projections(results)
+    assert (p["front_end_ms"], p["service_ms"], p["forward_ms"]) == pytest.approx((6, 3, 1))
+    assert p["shared_core_rps"] == pytest.approx(1000 / 9)  # both on one core
+    assert p["cpu_service"][1] == pytest.approx(1000 / 6)  # the front end's core is the bound
+    assert p["cpu_service"][4] == pytest.approx(1000 / 3)  # then the service's
+    assert p["gpu_service"][4] == pytest.approx(1000 / 2)  # the forward pass off the CPU
+    (check,) = [v for v in verdicts.verdicts(results) if "CPU-cost model" in v.claim]
+    assert check.holds and "-10%" in check.numbers  # 100 measured vs 111 projected
+    row["rps"] = 60.0  # the same CPU per request would mean 0.54 of a core: not CPU-bound
+    row["server_cpu"] = {"front end": 0.36, "service": 0.18}
+    (check,) = [v for v in verdicts.verdicts(results) if "CPU-cost model" in v.claim]
+    assert check.holds is False and "latency, not CPU" in check.reason
+
+
+def test_plan_options_name_the_option_at_fault() -> None:
+    from proto2prod.benchmarks.plan import Plan
+
+    options = {
+        "models": "digits", "model": None, "users": "1,8", "duration": 1.0, "warmup": 0.0,
+        "architectures": "service", "workers": 0, "rate": 0.0, "payload": "png",
+        "scenarios": "none", "quick": False,
+    }  # fmt: skip
+    plan = Plan.from_options(**options)
+    assert (plan.users, plan.architectures, plan.scenarios) == ([1, 8], ["service"], [])
+    for key, value, says in (
+        ("models", "mnist", "--models 'mnist'"),
+        ("architectures", "service,triton", "--architectures: unknown ['triton']"),
+        ("scenarios", "update,chaos", "--scenarios: unknown ['chaos']"),
+        ("users", "eight", "--users 'eight'"),
+        ("payload", "xml", "--payload 'xml'"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            Plan.from_options(**{**options, key: value})
+
+
+def test_html_report_has_real_tables_and_escapes_cells(tmp_path: Path) -> None:
+    chart = tmp_path / "a-chart.png"
+    chart.write_bytes(b"\x89PNG fake")
+    parts = [
+        report.Heading("Title", 1),
+        report.Text("uses `code` and <b>"),
+        report.Table(("claim", "numbers"), [("a | b", "<1>")]),
+        report.Image(chart),
+    ]
+    page = report.page(parts)
+    assert "<h1>Title</h1>" in page and "<code>code</code> and &lt;b&gt;" in page
+    assert "<th>claim</th>" in page and "<td>a | b</td><td>&lt;1&gt;</td>" in page
+    assert page.count("data:image/png;base64,") == 1
+    text = report.markdown(parts)
+    assert "| a \\| b | <1> |" in text and "![a-chart](a-chart.png)" in text
 
 
 def test_open_loop_shows_a_stall_that_a_closed_loop_hides(tmp_path: Path) -> None:
@@ -148,7 +222,10 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     results = json.loads((out / "results.json").read_text())
     archs = {r["architecture"] for r in results["runs"]}
-    assert archs == {"limit", "gradio", "prototype", "asgi", "decoupled", "service", "mlflow"}
+    assert archs == {
+        "limit", "gradio", "prototype", "asgi", "decoupled", "service", "bentoml-batchable",
+        "mlflow",
+    }  # fmt: skip
     for row in results["runs"]:
         assert {
             "model",
@@ -162,6 +239,9 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
         } <= set(row)
         if row["architecture"] != "limit" and row["users"] == 1:
             assert row["errors"] == 0 and row["rps"] > 0, row
+        if row["architecture"] == "decoupled":  # each side's CPU, for the projection
+            assert set(row["server_cpu"]) == {"front end", "service"}, row
+            assert all(cores > 0 for cores in row["server_cpu"].values()), row
     text = (out / "report.md").read_text()
     assert "## Verdicts" in text and "## Model update under load" in text and "## Memory" in text
     update = results["scenarios"]["update"][0]
@@ -169,7 +249,14 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     assert update["in_server"]["seconds_without_service"] > 0
     memory = results["scenarios"]["memory"][0]
     assert [r["n"] for r in memory["rows"]] == [1, 2] and memory["service_mb"] > 0
-    assert "data:image/png;base64," in (out / "report.html").read_text()
+    queue = results["scenarios"]["queue"][0]
+    assert [r["concurrency"] for r in queue["rows"]] == [8, 32, None]
+    assert all(r["errors"] == 0 and r["rps"] > 0 for r in queue["rows"]), queue
+    assert "## Scaling past this machine" in text and "## The remote front end's Gradio" in text
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # each chart once
+    assert "<table>" in page and "<pre>" not in page and "| claim |" not in page
+    assert (out / "results.json").stat().st_size < 200_000  # no per-request timelines
     assert started_since(before) == []
 
 
@@ -239,12 +326,12 @@ def test_update_and_memory_verdicts() -> None:
             ],
         },
     }
-    found = {v.claim: v for v in report.verdicts(results)}
+    found = {v.claim: v for v in verdicts.verdicts(results)}
     assert all(v.holds for v in found.values()), found
     results["scenarios"]["update"][0]["decoupled"]["failed"] = 1
     results["scenarios"]["memory"][0]["rows"][0]["ratio"] = 0.6
     results["scenarios"]["memory"][0]["service_mb"] = 701
-    found = {v.claim: v for v in report.verdicts(results)}
+    found = {v.claim: v for v in verdicts.verdicts(results)}
     assert found[next(c for c in found if "answers live" in c)].holds is False
     assert found[next(c for c in found if "<= 50 % of the memory" in c)].holds is False
     assert found[next(c for c in found if "stays <= 700 MB" in c)].holds is False

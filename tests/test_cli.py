@@ -64,6 +64,11 @@ def test_train_versions_promote_rollback(env: dict[str, str]) -> None:
         (["versions", "nope"], "no model named 'nope'"),
         (["promote", "nope", "1"], "no model named 'nope'"),
         (["rollback", "nope"], "no model named 'nope'"),
+        (["serve", "digits@production", "--workers", "0"], "--workers 0: give 1 or more"),
+        (["bench", "--scenarios", "chaos"], "--scenarios: unknown ['chaos']"),
+        (["bench", "--architectures", "triton"], "--architectures: unknown ['triton']"),
+        # No GPU here: the GPU run card says so before it starts anything.
+        (["bench", "--device", "cuda", "--models", "heavy"], "torch sees no CUDA device"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

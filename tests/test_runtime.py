@@ -113,6 +113,27 @@ def test_request_bounds_fit_together_or_say_which_to_change() -> None:
         config(PROTO2PROD_MAX_ITEMS="0")
     with pytest.raises(SettingsError, match="PROTO2PROD_BODY_TIMEOUT_S='0' must be > 0"):
         config(PROTO2PROD_BODY_TIMEOUT_S="0")
+    # Out of range is an error, never quietly raised to the nearest allowed value.
+    for key in ("MAX_QUEUE", "MAX_BATCH_SIZE", "MAX_CONCURRENCY", "WORKERS"):
+        with pytest.raises(SettingsError, match=f"PROTO2PROD_{key}=0 must be >= 1"):
+            config(**{f"PROTO2PROD_{key}": "0"})
+    assert config(PROTO2PROD_WORKERS="3").workers == 3
+
+
+def test_each_worker_takes_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The arithmetic only (no GPU here): test_service runs two workers for real on the CPU."""
+    import torch
+
+    from proto2prod.predictor import pick_device
+
+    assert pick_device(None, worker=2) == torch.device("cpu")  # no CUDA here
+    assert pick_device("cpu", worker=2) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    devices = [pick_device(None, worker=w) for w in (1, 2, 3, 4)]
+    assert [str(d) for d in devices] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert str(pick_device("cuda", worker=2)) == "cuda:1"  # "cuda" alone: spread as well
+    assert str(pick_device("cuda:0", worker=2)) == "cuda:0"  # one named device: as asked
 
 
 class TestMicroBatcher:

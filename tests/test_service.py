@@ -498,3 +498,28 @@ def test_random_bodies_never_get_a_server_error(
     assert r.status_code < 500, (body[:80], r.status_code, r.text[:300])
     if r.status_code >= 400:
         assert "error" in r.json()
+
+
+def test_two_workers_each_load_the_model_and_answer(
+    tmp_path: Path, digits: Definition, digits_quick: Trained
+) -> None:
+    published(tmp_path / "home", digits, digits_quick)
+    items, _ = held_out_pngs()
+    with running_service(
+        tmp_path / "home", "digits@production", tmp_path / "service.log", PROTO2PROD_WORKERS="2"
+    ) as url:
+        workers: dict[int, int] = {}  # index -> pid
+        # The kernel hands each new connection to one of the workers listening on the
+        # shared socket: a few dozen connections reach both.
+        for _ in range(200):
+            with httpx.Client(base_url=url, timeout=30) as fresh:
+                worker = fresh.get("/metadata").json()["worker"]
+                answer = fresh.post("/predict", json={"inputs": items[:3]})
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["outputs"]) == 3
+            workers[worker["index"]] = worker["pid"]
+            assert worker["of"] == 2
+            if len(workers) == 2:
+                break
+        assert sorted(workers) == [1, 2], workers
+        assert len(set(workers.values())) == 2  # two processes, each with its own model

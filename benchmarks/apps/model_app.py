@@ -15,6 +15,10 @@ from typing import Any
 
 
 def load(ref: str) -> Any:
+    """The version's Predictor on the device and precision every server here gets
+    (PROTO2PROD_DEVICE, PROTO2PROD_HALF: the benchmark sets them alike for all)."""
+    import os
+
     from proto2prod.definition import load_definition
     from proto2prod.predictor import Predictor
     from proto2prod.registry import Registry, fetch
@@ -22,7 +26,9 @@ def load(ref: str) -> Any:
 
     local = fetch(Registry(Settings.from_env()), ref)
     definition = load_definition(local.info.tags["proto2prod.entry"])
-    return Predictor(definition.model, local.weights)
+    half = os.environ.get("PROTO2PROD_HALF", "") in ("1", "true")
+    device = os.environ.get("PROTO2PROD_DEVICE") or None
+    return Predictor(definition.model, local.weights, device, half=half)
 
 
 def gradio_default(ref: str, port: int) -> None:

@@ -6,15 +6,18 @@ Every command reads its settings from the environment (`PROTO2PROD_HOME`,
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from proto2prod.benchmarks.plan import ARCHITECTURES, SCENARIOS, Plan
 from proto2prod.cli.demo import demo
 from proto2prod.cli.output import BarProgress, console, user_errors
 
@@ -267,6 +270,14 @@ def serve(
     poll_s: Annotated[
         float | None, typer.Option(help="Seconds between alias checks.", envvar="PROTO2PROD_POLL_S")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes, each with the model and its own batcher; with several "
+            "GPUs, one GPU each.",
+            envvar="PROTO2PROD_WORKERS",
+        ),
+    ] = None,
 ) -> None:
     """Serve a registered model over HTTP with BentoML; follows its alias live."""
     import importlib.util
@@ -285,6 +296,10 @@ def serve(
             env["PROTO2PROD_DEFINITION"] = definition
         if poll_s is not None:
             env["PROTO2PROD_POLL_S"] = str(poll_s)
+        if workers is not None:
+            if workers < 1:
+                raise ValueError(f"--workers {workers}: give 1 or more worker processes")
+            env["PROTO2PROD_WORKERS"] = str(workers)
         _check_service_settings(env)
     # BentoML's CLI, with this service's own metrics folder (proto2prod/service/launch.py)
     args = [sys.executable, "-m", "proto2prod.service.launch", "serve"]
@@ -408,7 +423,8 @@ def prototype(
         str | None, typer.Option(help="USER:PASSWORD required to open the Gradio app.")
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="Gradio queue concurrency_limit (see README).")
+        int | None,
+        typer.Option(help="Gradio queue concurrency_limit; 0: no limit (see README)."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Gradio max_batch_size.")] = None,
 ) -> None:
@@ -422,6 +438,8 @@ def prototype(
 
         if ui not in ("gradio", "streamlit"):
             raise ValueError(f"--ui {ui!r}: choose gradio or streamlit")
+        if concurrency is not None and concurrency < 0:
+            raise ValueError(f"--concurrency {concurrency}: give 1 or more, or 0 for no limit")
         if backend is None and model_file is None:
             raise ValueError("give a MODEL_FILE to run in-process, or --backend URL")
         if sum(map(bool, (model, train, weights))) > 1:
@@ -504,9 +522,8 @@ def bench(
     duration: Annotated[float, typer.Option(help="Measured seconds per point.")] = 20.0,
     warmup: Annotated[float, typer.Option(help="Seconds of load before measuring.")] = 3.0,
     architectures: Annotated[
-        str,
-        typer.Option(help="Comma-separated: gradio, prototype, asgi, decoupled, service, mlflow."),
-    ] = "gradio,prototype,asgi,decoupled,service,mlflow",
+        str, typer.Option(help=f"Comma-separated: {', '.join(ARCHITECTURES)}.")
+    ] = ",".join(ARCHITECTURES),
     workers: Annotated[
         int, typer.Option(help="Locust workers (master/worker); 0: one process.")
     ] = 0,
@@ -515,11 +532,19 @@ def bench(
     ] = 0.0,
     payload: Annotated[str, typer.Option(help="png (base64, as browsers upload) or json.")] = "png",
     scenarios: Annotated[
-        str, typer.Option(help="Beyond throughput: update, memory (comma-separated, or none).")
-    ] = "update,memory",
+        str,
+        typer.Option(help=f"Beyond throughput: {', '.join(SCENARIOS)} (comma-separated, or none)."),
+    ] = ",".join(SCENARIOS),
     quick: Annotated[
         bool, typer.Option(help="Seconds per point, users 1 and 8 (smoke test).")
     ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="cuda (or cuda:N): the GPU run card instead (service vs limit, batch 1 vs "
+            "batched, float32 vs float16), written as gpu.md; cpu: pin every server to the CPU."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Report folder (default reports/<time>).")
     ] = None,
@@ -528,67 +553,48 @@ def bench(
     import time as _time
 
     with user_errors():
-        from proto2prod.benchmarks import report, runner
-        from proto2prod.extras import require
+        from proto2prod.benchmarks import gpu_card, report, runner
+        from proto2prod.benchmarks.verdicts import verdicts
+        from proto2prod.extras import check_installed
 
-        for module in ("locust", "hdrh", "matplotlib", "gradio", "bentoml"):
-            require(module)
-        refs: dict[str, str] = {}
-        entries: dict[str, str] = {}
-        if model is not None:
-            from proto2prod.benchmarks.models import recorded_entry
-            from proto2prod.registry.reference import ModelRef
-
-            name = ModelRef.parse(model).name
-            refs, entries, names = {name: model}, {name: recorded_entry(model)}, [name]
-        else:
-            names = [m.strip() for m in models.split(",") if m.strip()]
-            unknown = [m for m in names if m not in runner.EXAMPLES]
-            if unknown or not names:
-                raise ValueError(f"--models {models!r}: choose from {', '.join(runner.EXAMPLES)}")
-        archs = [a.strip() for a in architectures.split(",") if a.strip()]
-        bad = [a for a in archs if a not in runner.ARCHITECTURES]
-        if bad:
-            raise ValueError(f"--architectures: unknown {bad}; choose from {runner.ARCHITECTURES}")
-        if payload not in ("png", "json"):
-            raise ValueError("--payload must be png or json")
-        try:
-            counts = [int(u) for u in users.split(",")]
-        except ValueError:
-            raise ValueError(
-                f"--users {users!r}: give comma-separated integers, e.g. 1,8,32"
-            ) from None
-        chosen = {"refs": refs, "entries": entries}
-        plan = (
-            runner.Plan.quick_plan(names, **chosen)
-            if quick
-            else runner.Plan(models=names, users=counts, duration=duration, warmup=warmup, **chosen)
-        )
-        plan.architectures, plan.workers, plan.rate, plan.payload = archs, workers, rate, payload
-        plan.scenarios = [x.strip() for x in scenarios.split(",") if x.strip() not in ("", "none")]
-        if set(plan.scenarios) - {"update", "memory"}:
-            raise ValueError(f"--scenarios {scenarios!r}: choose from update, memory, none")
+        check_installed("locust", "hdrh", "matplotlib", "gradio", "bentoml")
+        plan = Plan.from_options(
+            models=models, model=model, users=users, duration=duration, warmup=warmup,
+            architectures=architectures, workers=workers, rate=rate, payload=payload,
+            scenarios=scenarios, quick=quick, device=device,
+        )  # fmt: skip
+        card = (device or "").startswith("cuda")
+        if card:
+            gpu_card.gpu_name(device or "cuda")  # no GPU: one line, before anything starts
+            gpu_card.card_plan(plan)
         folder = out or Path("reports") / _time.strftime("%Y%m%d-%H%M%S")
+    with _progress(plan.steps()) as say:
+        if card:
+            gpu_card.run(plan, folder, say)
+            console.print(f"GPU run card: {folder / 'gpu.md'}")
+            return
+        results = runner.run(plan, folder, say)
+    files = report.write(results, folder)
+    console.print(f"report: {folder / 'report.md'} ({len(files)} files)")
+    for verdict in verdicts(results):
+        console.print(f"- {verdict.claim}: {verdict.numbers} -> [bold]{verdict.word}[/]")
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar over `total` steps; yields `say(text)`, one step each."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("benchmark", total=plan.steps())
+        task = progress.add_task("benchmark", total=total)
 
         def say(text: str) -> None:
             progress.update(task, description=text, advance=1)
             progress.console.log(text)
 
-        results = runner.run(plan, folder, say)
-    files = report.write(results, folder)
-    console.print(f"report: {folder / 'report.md'} ({len(files)} files)")
-    for verdict in report.verdicts(results):
-        console.print(f"- {verdict.claim}: {verdict.numbers} -> [bold]{verdict.word}[/]")
+        yield say
 
 
 def _streamlit_script() -> str:

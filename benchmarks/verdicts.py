@@ -1,0 +1,252 @@
+"""What the benchmark claims, and whether this run's numbers bear each claim out.
+
+Every threshold lives in `TARGETS`, so the policy is read and changed in one place; the
+functions below only compare. A claim a run did not measure is left out, never passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Targets:
+    limit_share: float = 0.90
+    """The service's req/s over the adjacent raw batched limit (samples/s)."""
+    peers: tuple[tuple[str, float], ...] = (
+        ("gradio", 6.0),
+        ("mlflow", 2.5),
+        ("asgi", 1.5),
+        ("bentoml-batchable", 1.2),
+    )
+    """(architecture, factor): the service serves at least factor x its req/s."""
+    tail_ratio: float = 1.5
+    """Service p99 over p50."""
+    light_p99_ms: float = 50.0
+    """The decoupled front end's page while the model route is saturated."""
+    swap_slack_s: float = 5.0
+    """A promoted version answers within the poll interval plus this."""
+    restart_gap_s: float = 1.0
+    """A restart of a model-in-server app is felt when clients go this long unanswered."""
+    memory_ratio: float = 0.5
+    """N thin front ends + 1 service against N model-in-server replicas."""
+    front_end_mb: float = 300.0
+    service_mb: float = 700.0
+    projection_error: float = 0.25
+    """The CPU-cost projection of the decoupled pair against its measured req/s."""
+
+
+TARGETS = Targets()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    numbers: str
+    holds: bool
+    reason: str = ""
+    """Why it does not hold, where the run itself tells (e.g. a saturated load generator)."""
+
+    @property
+    def word(self) -> str:
+        return "holds" if self.holds else "does not hold here"
+
+
+def run_row(results: dict[str, Any], model: str, arch: str, users: int) -> dict[str, Any] | None:
+    for row in results["runs"]:
+        if (row["model"], row["architecture"], row["users"]) == (model, arch, users):
+            return dict(row)
+    return None
+
+
+def top_users(results: dict[str, Any]) -> int:
+    return max((r["users"] for r in results["runs"] if r["architecture"] != "limit"), default=0)
+
+
+def _loadgen_reason(*rows: dict[str, Any]) -> str:
+    if any(r.get("loadgen_saturated") for r in rows):
+        return "the load generator's core was saturated: it, not the server, was the limit"
+    return ""
+
+
+def verdicts(results: dict[str, Any], t: Targets = TARGETS) -> list[Verdict]:
+    """Each claim against this run's numbers, at the highest user count measured."""
+    out: list[Verdict] = []
+    users = top_users(results)
+    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+        service = run_row(results, model, "service", users)
+        if service is None:
+            continue
+        out += _throughput(results, model, users, service, t)
+    out += _responsiveness(results, t)
+    out += _updates(results, t)
+    out += _memory(results, t)
+    out += _projections(results, t)
+    return out
+
+
+def _throughput(
+    results: dict[str, Any], model: str, users: int, service: dict[str, Any], t: Targets
+) -> list[Verdict]:
+    out = []
+    limit = service.get("limit_samples_per_s") or 0
+    share = service["rps"] / limit if limit else 0
+    out.append(Verdict(
+        f"{model}, {users} users: the service reaches >= {t.limit_share * 100:g} % of the raw "
+        "batched limit",
+        f"{service['rps']:.0f} req/s vs limit {limit:.0f} samples/s ({share:.0%})",
+        share >= t.limit_share, _loadgen_reason(service),
+    ))  # fmt: skip
+    for peer, factor in t.peers:
+        other = run_row(results, model, peer, users)
+        if other is None:
+            continue
+        ratio = service["rps"] / other["rps"] if other["rps"] else float("inf")
+        out.append(Verdict(
+            f"{model}, {users} users: the service serves >= {factor:g}x `{peer}`",
+            f"{service['rps']:.0f} vs {other['rps']:.0f} req/s ({ratio:.2f}x)",
+            ratio >= factor, _loadgen_reason(service),
+        ))  # fmt: skip
+    if service["p50_ms"]:
+        tail = service["p99_ms"] / service["p50_ms"]
+        out.append(Verdict(
+            f"{model}, {users} users: service p99 <= {t.tail_ratio:g}x p50",
+            f"p50 {service['p50_ms']:.1f} ms, p99 {service['p99_ms']:.1f} ms ({tail:.2f}x)",
+            tail <= t.tail_ratio,
+        ))  # fmt: skip
+    errors = sum(
+        r.get("errors", 0)
+        for r in results["runs"]
+        if r["model"] == model and r["architecture"] in ("service", "decoupled")
+    )
+    out.append(Verdict(
+        f"{model}: decoupled serving fails no request under load", f"{errors} failed requests",
+        errors == 0,
+    ))  # fmt: skip
+    return out
+
+
+def _responsiveness(results: dict[str, Any], t: Targets) -> list[Verdict]:
+    out = []
+    rows = results["scenarios"].get("responsiveness", [])
+    for row in rows:
+        if row["architecture"] != "decoupled":
+            continue
+        inside = [
+            r["p99_ms"]
+            for r in rows
+            if r["model"] == row["model"] and r["architecture"] in ("gradio", "prototype")
+        ]
+        vs = f"; model-in-server p99 {max(inside):.0f} ms" if inside else ""
+        out.append(Verdict(
+            f"{row['model']}: the decoupled front end's page stays responsive "
+            f"(p99 <= {t.light_p99_ms:g} ms) while the model route is saturated",
+            f"light route p99 {row['p99_ms']:.1f} ms{vs}",
+            row["p99_ms"] <= t.light_p99_ms,
+        ))  # fmt: skip
+    return out
+
+
+def _updates(results: dict[str, Any], t: Targets) -> list[Verdict]:
+    out = []
+    for up in results["scenarios"].get("update", []):
+        dec, ins = up["decoupled"], up["in_server"]
+        swap = dec["seconds_to_new_version"]
+        out.append(Verdict(
+            f"{up['model']}: decoupled, a promoted version answers live with 0 failed requests "
+            f"within the poll interval + {t.swap_slack_s:g} s",
+            f"{dec['failed']} failed of {dec['requests']}; new version after "
+            f"{'never' if swap is None else f'{swap:.1f} s'} (poll {dec['poll_s']:g} s)",
+            dec["failed"] == 0 and swap is not None and swap <= dec["poll_s"] + t.swap_slack_s,
+        ))  # fmt: skip
+        out.append(Verdict(
+            f"{up['model']}: model-in-server, a model update means a restart that clients feel",
+            f"{ins['failed']} failed of {ins['requests']}; "
+            f"{ins['seconds_without_service']:.1f} s without a successful answer",
+            ins["failed"] > 0 or ins["seconds_without_service"] > t.restart_gap_s,
+        ))  # fmt: skip
+    return out
+
+
+def _memory(results: dict[str, Any], t: Targets) -> list[Verdict]:
+    out = []
+    for mem in results["scenarios"].get("memory", []):
+        top = mem["rows"][-1]
+        out.append(Verdict(
+            f"{mem['model']}: {top['n']} thin front ends + 1 service use <= "
+            f"{t.memory_ratio * 100:g} % of the memory of {top['n']} model-in-server replicas",
+            f"{top['decoupled_mb']:.0f} MB vs {top['in_server_mb']:.0f} MB ({top['ratio']:.0%})",
+            top["ratio"] <= t.memory_ratio,
+        ))  # fmt: skip
+        out.append(Verdict(
+            f"{mem['model']}: the remote-mode front end stays <= {t.front_end_mb:g} MB",
+            f"{mem['front_end_mb']:.0f} MB (a replica with the model: "
+            f"{mem['in_server_replica_mb']:.0f} MB; the service: {mem['service_mb']:.0f} MB)",
+            mem["front_end_mb"] <= t.front_end_mb,
+        ))  # fmt: skip
+        out.append(Verdict(
+            f"{mem['model']}: the service (BentoML's arbiter and worker) stays <= "
+            f"{t.service_mb:g} MB",
+            f"{mem['service_mb']:.0f} MB", mem["service_mb"] <= t.service_mb,
+        ))  # fmt: skip
+    return out
+
+
+def _projections(results: dict[str, Any], t: Targets) -> list[Verdict]:
+    out = []
+    for p in projections(results):
+        error = p["measured_rps"] / p["shared_core_rps"] - 1
+        out.append(Verdict(
+            f"{p['model']}: the CPU-cost model predicts the measured front end + service pair "
+            f"within {t.projection_error * 100:g} %",
+            f"{p['shared_core_rps']:.0f} req/s projected (front end {p['front_end_ms']:.2f} + "
+            f"service {p['service_ms']:.2f} CPU ms per request on one core) vs "
+            f"{p['measured_rps']:.0f} measured ({error:+.0%}; the core {p['core_busy']:.0%} busy)",
+            abs(error) <= t.projection_error,
+            "the shared core was not busy: latency, not CPU, bounded the pair"
+            if p["core_busy"] < 0.9 else "",
+        ))  # fmt: skip
+    return out
+
+
+FRONT_END_CORES = (1, 2, 4, 8, 16)
+
+
+def projections(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """From measured CPU per request, the req/s of k front-end cores before one service.
+
+    The decoupled point measures each process's CPU per request with the two sharing one
+    core, so the pair's ceiling there is 1 / (front end + service); on separate cores each
+    side scales apart: k front-end cores give k / front end, one service core 1 / service.
+    On a GPU the service's forward pass leaves the CPU (the raw limit's per-item time is
+    taken off), so its per-request CPU work is what bounds it. Checked against the measured
+    pair; the separate-core figures need more cores than this machine has.
+    """
+    out = []
+    users = top_users(results)
+    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+        pair = run_row(results, model, "decoupled", users)
+        cpu = (pair or {}).get("server_cpu") or {}
+        if pair is None or not pair["rps"] or not {"front end", "service"} <= set(cpu):
+            continue
+        front_ms = 1000 * cpu["front end"] / pair["rps"]
+        service_ms = 1000 * cpu["service"] / pair["rps"]
+        limit = pair.get("limit_samples_per_s") or 0
+        forward_ms = 1000 / limit if limit else 0.0
+        gpu_service_ms = max(service_ms - forward_ms, 1e-3)
+        out.append({
+            "model": model,
+            "users": users,
+            "front_end_ms": front_ms,
+            "service_ms": service_ms,
+            "forward_ms": forward_ms,
+            "core_busy": cpu["front end"] + cpu["service"],
+            "measured_rps": pair["rps"],
+            "shared_core_rps": 1000 / (front_ms + service_ms),
+            "cpu_service": {k: min(k * 1000 / front_ms, 1000 / service_ms)
+                            for k in FRONT_END_CORES},
+            "gpu_service": {k: min(k * 1000 / front_ms, 1000 / gpu_service_ms)
+                            for k in FRONT_END_CORES},
+        })  # fmt: skip
+    return out
