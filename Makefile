@@ -6,7 +6,7 @@ P2P     := $(VENV)/bin/proto2prod
 # torch: users on GPUs bring their own CUDA build; this is the CPU build (on disk here).
 TORCH   ?= torch==2.13.0
 
-.PHONY: demo test lint bench gpu-card clean
+.PHONY: demo test lint audit bench gpu-card clean
 
 # The venv with torch in it, installed first so that no extra pulls in another build.
 $(VENV)/.torch:
@@ -42,7 +42,12 @@ gpu-card: $(VENV)/.all
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
+	$(PY) -m mypy
+
+# Known vulnerabilities in the installed dependencies (asks pypi.org; --strict: a package it
+# cannot look up fails the audit instead of passing unaudited).
+audit: $(VENV)/.all
+	$(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off
 
 clean:
 	rm -rf $(VENV) .proto2prod .pytest_cache .ruff_cache

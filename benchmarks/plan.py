@@ -7,6 +7,7 @@ from typing import Any
 
 from proto2prod.benchmarks import models
 from proto2prod.benchmarks.targets import IMAGE_ONLY
+from proto2prod.errors import InvalidArgument
 
 ARCHITECTURES = [
     "gradio", "prototype", "asgi", "decoupled", "service", "bentoml-batchable", "mlflow",
@@ -64,7 +65,7 @@ class Plan:
         quick: bool,
         device: str | None = None,
     ) -> Plan:
-        """The plan the CLI's options describe; `ValueError` names the option at fault."""
+        """The plan the CLI's options describe; `InvalidArgument` names the option at fault."""
         refs: dict[str, str] = {}
         entries: dict[str, str] = {}
         if model is not None:
@@ -77,28 +78,34 @@ class Plan:
             names = [m.strip() for m in models.split(",") if m.strip()]
             unknown = [m for m in names if m not in EXAMPLES]
             if unknown or not names:
-                raise ValueError(f"--models {models!r}: choose from {', '.join(EXAMPLES)}")
+                raise InvalidArgument(f"--models {models!r}: choose from {', '.join(EXAMPLES)}")
         archs = [a.strip() for a in architectures.split(",") if a.strip()]
         if bad := [a for a in archs if a not in ARCHITECTURES]:
-            raise ValueError(f"--architectures: unknown {bad}; choose from {ARCHITECTURES}")
+            raise InvalidArgument(f"--architectures: unknown {bad}; choose from {ARCHITECTURES}")
         if payload not in ("png", "json"):
-            raise ValueError(f"--payload {payload!r}: choose png or json")
+            raise InvalidArgument(f"--payload {payload!r}: choose png or json")
         try:
             counts = [int(u) for u in users.split(",")]
         except ValueError:
-            raise ValueError(
+            raise InvalidArgument(
                 f"--users {users!r}: give comma-separated integers, e.g. 1,8,32"
             ) from None
         chosen = [x.strip() for x in scenarios.split(",") if x.strip() not in ("", "none")]
-        if unknown := set(chosen) - set(SCENARIOS):
-            raise ValueError(
-                f"--scenarios: unknown {sorted(unknown)}; choose from {', '.join(SCENARIOS)}, none"
+        if extra := set(chosen) - set(SCENARIOS):
+            raise InvalidArgument(
+                f"--scenarios: unknown {sorted(extra)}; choose from {', '.join(SCENARIOS)}, none"
             )
-        given = {"refs": refs, "entries": entries}
         plan = (
-            cls.quick_plan(names, **given)
+            cls.quick_plan(names, refs=refs, entries=entries)
             if quick
-            else cls(models=names, users=counts, duration=duration, warmup=warmup, **given)
+            else cls(
+                models=names,
+                users=counts,
+                duration=duration,
+                warmup=warmup,
+                refs=refs,
+                entries=entries,
+            )  # fmt: skip
         )
         plan.architectures, plan.workers, plan.rate, plan.payload = archs, workers, rate, payload
         plan.scenarios, plan.device = chosen, device

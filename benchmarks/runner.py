@@ -37,7 +37,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("proto2prod", "torch", "bentoml", "gradio", "streamlit", "mlflow", "locust"):
         try:
             versions[dist] = metadata.version(dist)

@@ -41,6 +41,9 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 class Standardize(nn.Module):
     """(x - mean) / std with the training set's statistics, stored as buffers."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, n: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n))
@@ -57,7 +60,7 @@ class Wine(proto2prod.Model):
     inputs = fields.Table(features=FEATURES, name="measurements")
     outputs = fields.Label(classes=["class_0", "class_1", "class_2"], name="cultivar")
 
-    def network(self) -> nn.Module:
+    def network(self) -> nn.Sequential:
         return nn.Sequential(
             Standardize(len(FEATURES)),
             nn.Linear(len(FEATURES), 32),
@@ -76,8 +79,10 @@ class Wine(proto2prod.Model):
         torch.manual_seed(SEED)
         x_train, x_test, y_train, y_test = load_split()
         net = self.network()
-        net[0].mean.copy_(torch.from_numpy(x_train.mean(0)))
-        net[0].std.copy_(torch.from_numpy(x_train.std(0) + 1e-6))
+        scale = net[0]
+        assert isinstance(scale, Standardize)
+        scale.mean.copy_(torch.from_numpy(x_train.mean(0)))
+        scale.std.copy_(torch.from_numpy(x_train.std(0) + 1e-6))
         xs, ys = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
         steps = 60 if quick else 300
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)

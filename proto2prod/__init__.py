@@ -15,11 +15,14 @@ from proto2prod.errors import (
     IncompatibleVersion,
     IntegrityError,
     InvalidInput,
+    InvalidReference,
+    InvalidWeights,
     MissingExtra,
     ModelNotFound,
     Proto2ProdError,
     RegistryError,
     RegistryUnavailable,
+    SettingsError,
 )
 from proto2prod.model import Model, NullProgress, Progress, Trained
 from proto2prod.settings import Settings
@@ -35,6 +38,8 @@ __all__ = [
     "IncompatibleVersion",
     "IntegrityError",
     "InvalidInput",
+    "InvalidReference",
+    "InvalidWeights",
     "MissingExtra",
     "Model",
     "ModelNotFound",
@@ -45,6 +50,7 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailable",
     "Settings",
+    "SettingsError",
     "Trained",
     "check_definition",
     "fields",

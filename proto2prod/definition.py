@@ -38,10 +38,6 @@ class Definition:
     source: str
     """The text of the file that defines it (logged to the registry with every version)."""
 
-    @property
-    def source_sha256(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()
-
 
 def load_definition(ref: str | Path, *, check: bool = True) -> Definition:
     """Import the model class named by `ref`, instantiate it and check it."""

@@ -1,33 +1,58 @@
 """Every error proto2prod raises on purpose, in one tree.
 
-    Proto2ProdError                    base; `status` is the HTTP status a service answers with
-    ├── DefinitionError                a model definition breaks a rule (names the rule)
-    ├── InvalidInput            422    a JSON value does not fit its field (names field and index)
-    ├── InvalidWeights          422    a weights file that cannot be read as a state dict
-    ├── MissingExtra                   an optional dependency group is not installed
-    ├── CacheUnavailable        503    the local model cache cannot be written (disk full...)
-    └── RegistryError                  anything about the MLflow registry
-        ├── ModelNotFound       404    unknown model name, version or alias
-        ├── RegistryUnavailable 503    the tracking server cannot be reached
-        │   └── RegistryBusy    503    its SQLite database stayed locked by another writer
-        ├── IntegrityError      502    an artifact does not match its recorded sha256
-        └── IncompatibleVersion 409    weights or fields that do not fit the installed definition
+                                    HTTP  CLI exit
+    Proto2ProdError                  500   2    base
+    ├── DefinitionError                    2    a model definition breaks a rule (names it)
+    ├── InvalidInput                 422   2    a JSON value does not fit its field (field, index)
+    ├── InvalidWeights               422   2    a weights file that is not a readable state dict
+    ├── InvalidReference             422   2    not a model reference, or an unusable alias
+    ├── InvalidArgument                    2    a command-line option that cannot be used
+    ├── SettingsError                      2    an environment variable that cannot be used
+    ├── MissingExtra                       2    an optional dependency group is not installed
+    ├── DeviceUnavailable            503   2    a GPU was required and torch sees none
+    ├── CacheUnavailable             503  75    the local model cache cannot be written
+    ├── RegistryError                      2    anything else about the MLflow registry
+    │   ├── ModelNotFound            404   3    unknown model name, version or alias
+    │   ├── RegistryUnavailable      503  75    the tracking server cannot be reached
+    │   │   └── RegistryBusy         503  75    its SQLite database stayed locked
+    │   ├── IntegrityError           502   2    an artifact does not match its recorded sha256
+    │   └── IncompatibleVersion      409   2    weights or fields that do not fit the definition
+    └── Refused                            2    the service's answers to a request it will not
+        ├── InvalidJSON, InvalidRequest 400     serve (body, size, load, time, credentials),
+        ├── Unauthorized 401, AdminDisabled 403 each with its status and, for the ones a
+        ├── RequestTimeout 408                  client should retry, `Retry-After`
+        ├── PayloadTooLarge, TooManyItems 413
+        ├── UnsupportedMediaType 415
+        ├── TooManyRequests 429
+        ├── InvalidOutput 500
+        ├── NotReady, Overloaded 503
+        └── Timeout 504
 
-Messages say what happened, the offending value and how to fix it, because the CLI prints
-them as its one line of output and the service returns them as the error body. The CLI
-exits 75 (EX_TEMPFAIL: retry) for the transient ones, RegistryUnavailable and
-CacheUnavailable, and 2 for every other.
+Exit codes: 2 "fix your input", 3 "not found" (a name, version or alias), 75 (EX_TEMPFAIL)
+"nothing wrong with the input, retry later"; 1 only for what is our own bug (a traceback).
+Messages say what happened, the offending value and how to fix it: the CLI prints them as
+its one line of output and the service returns them as the error body (`to_json`, the one
+place a body is built from an exception).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+EXIT_INPUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_RETRY = 75  # EX_TEMPFAIL (sysexits.h)
+
 
 class Proto2ProdError(Exception):
     """Base of all proto2prod errors."""
 
     status: int = 500
+    """The HTTP status the service answers with."""
+    exit_code: int = EXIT_INPUT
+    """The CLI's exit code."""
+    retry_after: int | None = None
+    """Seconds a client should wait before retrying (`Retry-After`), where retrying helps."""
 
     def to_json(self) -> dict[str, Any]:
         return {"error": type(self).__name__, "message": str(self)}
@@ -57,15 +82,10 @@ class InvalidInput(Proto2ProdError):
         where = f"inputs[{index}]" if index is not None else "input"
         super().__init__(f"{where} (field '{field}'): {problem}; expected {expected}")
 
-    def at(self, index: int) -> InvalidInput:
-        """The same error, located at item `index` of a batch."""
-        return InvalidInput(self.field, self.problem, self.expected, index=index)
-
     def to_json(self) -> dict[str, Any]:
         # Never echo the offending value itself: it may be megabytes or private.
         return {
-            "error": "InvalidInput",
-            "message": str(self),
+            **super().to_json(),
             "index": self.index,
             "field": self.field,
             "problem": self.problem,
@@ -79,6 +99,21 @@ class InvalidWeights(Proto2ProdError):
     status = 422
 
 
+class InvalidReference(Proto2ProdError):
+    """Text that is not a model reference (`NAME@ALIAS`, `NAME/VERSION`, `NAME`), or an
+    alias MLflow would not accept."""
+
+    status = 422
+
+
+class InvalidArgument(Proto2ProdError):
+    """A command-line option or argument that cannot be used (the message names it)."""
+
+
+class SettingsError(Proto2ProdError):
+    """An environment variable holds a value that cannot be used."""
+
+
 class MissingExtra(Proto2ProdError):
     """An optional dependency group is not installed."""
 
@@ -90,11 +125,19 @@ class MissingExtra(Proto2ProdError):
         )
 
 
+class DeviceUnavailable(Proto2ProdError):
+    """A GPU was required (`PROTO2PROD_REQUIRE_GPU=1`) and torch sees none."""
+
+    status = 503
+
+
 class CacheUnavailable(Proto2ProdError):
     """The local model cache cannot be written (a full disk, permissions). Transient: the
     version is not at fault, so it is retried, never refused."""
 
     status = 503
+    exit_code = EXIT_RETRY
+    retry_after = 5
 
 
 class RegistryError(Proto2ProdError):
@@ -103,10 +146,13 @@ class RegistryError(Proto2ProdError):
 
 class ModelNotFound(RegistryError):
     status = 404
+    exit_code = EXIT_NOT_FOUND
 
 
 class RegistryUnavailable(RegistryError):
     status = 503
+    exit_code = EXIT_RETRY
+    retry_after = 5
 
 
 class RegistryBusy(RegistryUnavailable):
@@ -121,10 +167,75 @@ class IncompatibleVersion(RegistryError):
     status = 409
 
 
-class DeviceUnavailable(Proto2ProdError):
-    """A GPU was required (`PROTO2PROD_REQUIRE_GPU=1`) and torch sees none."""
+class Refused(Proto2ProdError):
+    """The service will not serve this request; subclasses set the status.
+
+    `details` go into the body beside `error` and `message` (e.g. `field`, `index`).
+    """
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), **self.details}
+
+
+class InvalidJSON(Refused):
+    status = 400
+
+
+class InvalidRequest(Refused):
+    status = 400
+
+
+class Unauthorized(Refused):
+    status = 401
+
+
+class AdminDisabled(Refused):
+    status = 403
+
+
+class RequestTimeout(Refused):
+    status = 408
+
+
+class PayloadTooLarge(Refused):
+    status = 413
+
+
+class TooManyItems(Refused):
+    status = 413
+
+
+class UnsupportedMediaType(Refused):
+    status = 415
+
+
+class TooManyRequests(Refused):
+    status = 429
+    retry_after = 1
+
+
+class InvalidOutput(Refused):
+    status = 500
+
+
+class NotReady(Refused):
+    status = 503
+    retry_after = 5
+
+
+class Overloaded(Refused):
+    """More is waiting (items for the model, or body bytes) than the bounds allow."""
 
     status = 503
+    retry_after = 1
+
+
+class Timeout(Refused):
+    status = 504
 
 
 def gpu_required_message() -> str:

@@ -206,8 +206,8 @@ class Image(Field):
                         f"the string holds a {img.format} image", self._expected, index
                     )
                 self._check_size(img.height, img.width, index)
-                img = img.convert("L" if self.channels == 1 else "RGB")
-                return np.asarray(img, dtype=np.float32).reshape(img.height, img.width, -1)
+                pixels = img.convert("L" if self.channels == 1 else "RGB")
+                return np.asarray(pixels, dtype=np.float32).reshape(img.height, img.width, -1)
         except PILImage.DecompressionBombError:  # Pillow's own guard, before our size check
             raise self._invalid(
                 "the image header claims billions of pixels (a decompression bomb)",

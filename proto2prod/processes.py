@@ -40,7 +40,8 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited:\n{tail}")
+            args = proc.args if isinstance(proc.args, list | tuple) else [proc.args]
+            raise RuntimeError(f"{' '.join(map(str, args))} exited:\n{tail}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return

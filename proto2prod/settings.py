@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from proto2prod.errors import SettingsError
 
-class SettingsError(ValueError):
-    """An environment variable holds a value that cannot be used."""
+__all__ = ["PrototypeSettings", "ServiceSettings", "Settings", "SettingsError"]
 
 
 def _float(environ: Mapping[str, str], key: str, default: float, *, zero_ok: bool = False) -> float:
@@ -84,9 +84,6 @@ class Settings:
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         }
-
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
     @property
     def embedded(self) -> bool:

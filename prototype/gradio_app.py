@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 
@@ -34,7 +34,7 @@ CSS = "#input-image img {image-rendering: pixelated; min-width: 160px; object-fi
 def _input_component(field: fields.Field) -> Any:
     """The widget a person gives the input field's value with."""
     if isinstance(field, fields.Image):
-        mode = "L" if field.channels == 1 else "RGB"
+        mode: Literal["L", "RGB"] = "L" if field.channels == 1 else "RGB"
         return gr.Image(
             type="numpy",
             image_mode=mode,
@@ -47,8 +47,10 @@ def _input_component(field: fields.Field) -> Any:
     if isinstance(field, fields.Table):
         return gr.Dataframe(
             headers=field.features,
-            row_count=(1, "fixed"),
-            col_count=(len(field.features), "fixed"),
+            row_count=1,
+            row_limits=(1, 1),
+            column_count=len(field.features),
+            column_limits=(len(field.features), len(field.features)),
             datatype="number",
             type="array",
             label=field.name,
@@ -111,7 +113,9 @@ def build(
             [_note(spec, backend, o) for o in outcomes],
         )
 
-    events = {"batch": True, "max_batch_size": batch_size, "concurrency_limit": limit}
+    events: dict[str, Any] = {
+        "batch": True, "max_batch_size": batch_size, "concurrency_limit": limit,
+    }  # fmt: skip
     with gr.Blocks(title=spec.title) as app:
         gr.Markdown(f"# {spec.title}\n{spec.description}")
         with gr.Row():

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from proto2prod.errors import CacheUnavailable, IntegrityError
-from proto2prod.registry.client import Registry, VersionInfo, _mlflow_error
+from proto2prod.registry.client import Registry, VersionInfo, _mlflow_error, unreachable
 from proto2prod.registry.publish import WEIGHTS, sha256_file
 from proto2prod.registry.reference import ModelRef
 
@@ -60,7 +60,7 @@ def fetch(registry: Registry, ref: ModelRef | str | VersionInfo) -> LocalVersion
     return LocalVersion(path=target, info=info)
 
 
-def remember_alias(registry: Registry, local: LocalVersion, alias: str) -> None:
+def remember_alias(local: LocalVersion, alias: str) -> None:
     """Record that `alias` resolved to this cached version (for start-ups without registry)."""
     marker = local.path.parent / f"@{alias}"
     tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")  # one per process: no clash
@@ -125,8 +125,8 @@ def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
                 # MLflow folds per-file failures into one message: ask the disk itself,
                 # while a partial download still fills it.
                 _probe_disk(staging, what)
-                if "API request to" in str(exc):
-                    raise  # the server is unreachable: not this version's fault
+                if unreachable(exc):
+                    raise  # not this version's fault: `errors` says the server is down
                 first_line = str(exc).splitlines()[0][:300]
                 raise IntegrityError(
                     f"{what}: {WEIGHTS} is missing from the artifact store "

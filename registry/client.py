@@ -36,6 +36,34 @@ def _mlflow_error() -> type[Exception]:
     return MlflowException
 
 
+NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """MLflow failed to reach the tracking server (refused, timed out, retries spent).
+
+    MLflow's REST client raises its own exception over the `requests` one (as cause or
+    context), so the chain is walked for that rather than the message matched.
+    """
+    import requests
+
+    gone = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, gone):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _aliases_of(aliases: dict[str, Any]) -> dict[str, list[str]]:
+    """{alias: version} as {version: [alias, ...]}."""
+    out: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        out.setdefault(str(version), []).append(alias)
+    return out
+
+
 def history_tag(alias: str) -> str:
     return f"{TAG}.alias.{alias}.history"
 
@@ -116,10 +144,6 @@ class VersionInfo:
     """The reference this was resolved from, e.g. `digits@production`."""
 
     @property
-    def ref(self) -> ModelRef:
-        return ModelRef(self.name, version=self.version)
-
-    @property
     def sha256(self) -> dict[str, str]:
         """Recorded sha256 of each artifact, keyed by file name."""
         prefix = f"{TAG}.sha256."
@@ -185,22 +209,24 @@ class Registry:
                 os.environ["MLFLOW_TRACKING_URI"] = before_env
 
     @contextlib.contextmanager
-    def errors(self, what: str) -> Iterator[None]:
-        """Translate MLflow's exceptions into proto2prod's, naming `what` was asked."""
+    def errors(self, what: str, *, not_found: str | None = None) -> Iterator[None]:
+        """Translate MLflow's exceptions into proto2prod's, naming `what` was asked: the one
+        place that knows how MLflow says "unreachable" and "does not exist". `not_found` is
+        the message (with what to do) for a thing that does not exist."""
         from mlflow.exceptions import MlflowException
 
         try:
             yield
         except MlflowException as exc:
-            message = str(exc)
-            if "API request to" in message and "failed with exception" in message:
+            if unreachable(exc):
                 raise RegistryUnavailable(
                     f"cannot reach the MLflow tracking server at {self.uri} ({what}); "
                     f"start it or point MLFLOW_TRACKING_URI at a running one"
                 ) from None
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-                raise ModelNotFound(f"{what}: {message.splitlines()[0]} in {self.uri}") from None
-            raise RegistryError(f"{what}: {message.splitlines()[0]}") from exc
+            first_line = str(exc).splitlines()[0]
+            if exc.error_code in NOT_FOUND_CODES:
+                raise ModelNotFound(not_found or f"{what}: {first_line} in {self.uri}") from None
+            raise RegistryError(f"{what}: {first_line}") from exc
 
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:
@@ -222,64 +248,58 @@ class Registry:
             warnings.showwarning = original
 
     # -- reading --------------------------------------------------------------------------
-    def _model_exists(self, name: str) -> None:
-        with self.errors(f"looking up model '{name}'"):
-            try:
-                self.client.get_registered_model(name)
-            except _mlflow_error() as exc:
-                if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-                    raise ModelNotFound(
-                        f"no model named '{name}' in the registry at {self.uri}; "
-                        f"register one with: proto2prod train FILE.py"
-                    ) from None
-                raise
+    def _model(self, name: str) -> Any:
+        """The registered model (its aliases and tags): one read, shared by an operation."""
+        with self.errors(
+            f"looking up model '{name}'",
+            not_found=f"no model named '{name}' in the registry at {self.uri}; "
+            f"register one with: proto2prod train FILE.py",
+        ):
+            return self.client.get_registered_model(name)
 
     def resolve(self, ref: ModelRef | str, *, with_metrics: bool = True) -> VersionInfo:
         """The concrete version a reference points to now (`with_metrics=False` skips the
-        run lookup: a service polling the alias needs only the version)."""
+        run lookup: a service polling the alias needs only the version). Two reads: the
+        model (with its aliases), then the version."""
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
-        self._model_exists(ref.name)
-        with self.errors(f"resolving {ref}"):
-            if ref.alias:
-                try:
-                    mv = self.client.get_model_version_by_alias(ref.name, ref.alias)
-                except _mlflow_error() as exc:
-                    if "alias" in str(exc) and "not found" in str(exc):
-                        raise ModelNotFound(
-                            f"model '{ref.name}' has no alias '{ref.alias}'; set it with: "
-                            f"proto2prod promote {ref.name} VERSION --alias {ref.alias}"
-                        ) from None
-                    raise
-            elif ref.version:
-                try:
-                    mv = self.client.get_model_version(ref.name, ref.version)
-                except _mlflow_error() as exc:
-                    if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-                        raise ModelNotFound(
-                            f"model '{ref.name}' has no version {ref.version}; list them with: "
-                            f"proto2prod versions {ref.name}"
-                        ) from None
-                    raise
-            else:
+        model = self._model(ref.name)
+        aliases = model.aliases or {}
+        if ref.alias:
+            if ref.alias not in aliases:
+                raise ModelNotFound(
+                    f"model '{ref.name}' has no alias '{ref.alias}'; set it with: "
+                    f"proto2prod promote {ref.name} VERSION --alias {ref.alias}"
+                )
+            version = str(aliases[ref.alias])
+        elif ref.version:
+            version = ref.version
+        else:
+            with self.errors(f"resolving {ref}"):
                 found = self.client.search_model_versions(
                     f"name='{ref.name}'", order_by=["version_number DESC"], max_results=1
                 )
-                if not found:
-                    raise ModelNotFound(f"model '{ref.name}' has no versions")
-                mv = found[0]
-        return self._info(mv, resolved_from=str(ref), with_metrics=with_metrics)
+            if not found:
+                raise ModelNotFound(f"model '{ref.name}' has no versions")
+            version = str(found[0].version)
+        with self.errors(
+            f"resolving {ref}",
+            not_found=f"model '{ref.name}' has no version {version}; list them with: "
+            f"proto2prod versions {ref.name}",
+        ):
+            mv = self.client.get_model_version(ref.name, version)
+        return self._info(
+            mv, resolved_from=str(ref), with_metrics=with_metrics,
+            aliases=_aliases_of(aliases).get(version, []),
+        )  # fmt: skip
 
     def versions(self, name: str, *, with_metrics: bool = True) -> list[VersionInfo]:
         """All versions of `name`, newest first."""
-        self._model_exists(name)
+        # search_model_versions leaves `aliases` empty: take them from the model.
+        aliases = _aliases_of(self._model(name).aliases or {})
         with self.errors(f"listing versions of '{name}'"):
             found = self.client.search_model_versions(
                 f"name='{name}'", order_by=["version_number DESC"]
             )
-            # search_model_versions leaves `aliases` empty: take them from the model.
-            aliases: dict[str, list[str]] = {}
-            for alias, version in (self.client.get_registered_model(name).aliases or {}).items():
-                aliases.setdefault(str(version), []).append(alias)
             return [
                 self._info(mv, with_metrics=with_metrics, aliases=aliases.get(str(mv.version)))
                 for mv in found
@@ -310,22 +330,23 @@ class Registry:
 
     def alias_history(self, name: str, alias: str) -> list[str]:
         """Versions the alias pointed at before, oldest first (what rollback goes back to)."""
-        with self.errors(f"reading the history of {name}@{alias}"):
-            tags = self.client.get_registered_model(name).tags or {}
-        return [str(move["from"]) for move in _moves(tags, alias)]
+        return [str(move["from"]) for move in _moves(self._model(name).tags or {}, alias)]
 
     def alias_log(self, name: str, alias: str) -> list[dict[str, str | None]]:
         """Every move of the alias, oldest first: `{"at", "action", "from", "to"}`."""
-        with self.errors(f"reading the log of {name}@{alias}"):
-            tags = self.client.get_registered_model(name).tags or {}
-        return list(json.loads(tags.get(log_tag(alias), "[]")))
+        return list(json.loads((self._model(name).tags or {}).get(log_tag(alias), "[]")))
 
     # -- writing --------------------------------------------------------------------------
     def promote(self, name: str, version: str | int, alias: str = "production") -> str | None:
         """Point `alias` at `version`; return the version it pointed at before (or None)."""
         check_alias(alias)
-        target = self.resolve(ModelRef(name, version=str(version)), with_metrics=False).version
         with self._moving(name, alias) as (previous, moves, log):
+            with self.errors(
+                f"promoting {name}/{version}",
+                not_found=f"model '{name}' has no version {version}; list them with: "
+                f"proto2prod versions {name}",
+            ):
+                target = str(self.client.get_model_version(name, str(version)).version)
             if previous == target:
                 return previous
             self._write(f"promoting {name}/{target} to @{alias}",
@@ -367,9 +388,7 @@ class Registry:
         its recorded moves, its log). Moves of one alias from this host are serialised, so
         two promotes cannot both read the same state and lose one another's move."""
         with alias_lock(self.uri, name, alias):
-            self._model_exists(name)
-            with self.errors(f"reading alias {name}@{alias}"):
-                model = self.client.get_registered_model(name)
+            model = self._model(name)
             aliases, tags = model.aliases or {}, model.tags or {}
             current = str(aliases[alias]) if alias in aliases else None
             yield current, _moves(tags, alias), json.loads(tags.get(log_tag(alias), "[]"))

@@ -23,7 +23,7 @@ from typing import Any
 from proto2prod.definition import Definition
 from proto2prod.errors import InvalidWeights, RegistryError
 from proto2prod.model import Model, Trained
-from proto2prod.registry.client import TAG, Registry, _mlflow_error
+from proto2prod.registry.client import NOT_FOUND_CODES, TAG, Registry, _mlflow_error
 from proto2prod.registry.reference import check_alias
 
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
@@ -117,13 +117,13 @@ def publish(
         files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION)}
         save_safetensors(trained.weights, files[WEIGHTS])
         files[DEFINITION].write_text(definition.source)
-        digests = {name: sha256_file(path) for name, path in files.items()}
-        digests["entry.py"] = sha256_file(ENTRY)
+        # Only what is verified when read: the service and the cache check the weights
+        # (registry/cache.py); the logged definition is for MLflow's own tools only.
+        digests = {WEIGHTS: sha256_file(files[WEIGHTS])}
         spec = model.spec()
         tags = {
             f"{TAG}.entry": definition.entry,
             f"{TAG}.spec": json.dumps(spec, sort_keys=True),
-            f"{TAG}.definition_sha256": definition.source_sha256,
             **{f"{TAG}.origin.{k}": v for k, v in (origin or {"by": "train"}).items()},
             **{f"{TAG}.sha256.{name}": digest for name, digest in digests.items()},
         }
@@ -184,7 +184,7 @@ def _register(registry: Registry, name: str, info: Any, run_id: str, tags: dict[
     try:
         client.get_registered_model(name)
     except _mlflow_error() as exc:
-        if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+        if getattr(exc, "error_code", "") not in NOT_FOUND_CODES:
             raise
         try:
             client.create_registered_model(name, description=f"proto2prod model '{name}'")

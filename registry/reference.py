@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from proto2prod.errors import InvalidReference
+
 _REF = re.compile(
     r"^(?:models:/)?(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)"
     r"(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+|latest))?$"
@@ -29,7 +31,7 @@ class ModelRef:
     def parse(cls, text: str) -> ModelRef:
         match = _REF.match(text.strip())
         if not match:
-            raise ValueError(
+            raise InvalidReference(
                 f"'{text}' is not a model reference; write NAME@ALIAS (digits@production), "
                 f"NAME/VERSION (digits/3), NAME/latest or NAME, optionally prefixed with models:/"
             )
@@ -50,9 +52,9 @@ class ModelRef:
 
 
 def check_alias(alias: str) -> str:
-    """Return `alias` if MLflow accepts it, else raise ValueError saying why."""
+    """Return `alias` if MLflow accepts it, else raise InvalidReference saying why."""
     if not _ALIAS.match(alias) or re.fullmatch(r"[vV][0-9]+", alias) or alias == "latest":
-        raise ValueError(
+        raise InvalidReference(
             f"'{alias}' is not a usable alias: use letters, digits, '_' and '-', starting with "
             f"a letter, and not 'latest' or v<number> (MLflow reserves those)"
         )

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import bentoml
 from pydantic import BaseModel, WithJsonSchema
@@ -33,11 +33,21 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from proto2prod.definition import Definition
-from proto2prod.errors import CacheUnavailable, InvalidInput, RegistryUnavailable
+from proto2prod.errors import (
+    AdminDisabled,
+    CacheUnavailable,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    RegistryUnavailable,
+    Timeout,
+    TooManyItems,
+    Unauthorized,
+)
 from proto2prod.registry import ModelRef, Registry
-from proto2prod.service.batcher import MicroBatcher, Overloaded
-from proto2prod.service.http import BodyLimit, error_response
-from proto2prod.service.predict import Answer, Limits, PredictEndpoint
+from proto2prod.service.batcher import MicroBatcher
+from proto2prod.service.http import Answer, BodyLimit, error_response
+from proto2prod.service.predict import Limits, PredictEndpoint
 from proto2prod.service.runtime import ModelRuntime, find_definition
 from proto2prod.settings import ServiceSettings, Settings
 from proto2prod.startup import configure_process
@@ -110,26 +120,24 @@ _service: "ModelService | None" = None  # the instance, for the plain Starlette 
 
 async def metadata(_: Request) -> JSONResponse:
     if _service is None:
-        return error_response(503, "NotReady", "the service is starting")
+        return error_response(NotReady("the service is starting"))
     return JSONResponse({**_service.runtime.metadata(), "server": _service.server})
 
 
 async def admin_reload(request: Request) -> JSONResponse:
     token = CONFIG.admin_token
     if token is None:
-        return error_response(
-            403, "AdminDisabled", "set PROTO2PROD_ADMIN_TOKEN to enable /admin/reload"
-        )
+        return error_response(AdminDisabled("set PROTO2PROD_ADMIN_TOKEN to enable /admin/reload"))
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     # compare_digest either way: how long the check takes says nothing about the token
     if not hmac.compare_digest(given.strip().encode(), token.encode()) or scheme != "Bearer":
-        return error_response(401, "Unauthorized", "send Authorization: Bearer <admin token>")
+        return error_response(Unauthorized("send Authorization: Bearer <admin token>"))
     if _service is None:
-        return error_response(503, "NotReady", "the service is starting")
+        return error_response(NotReady("the service is starting"))
     try:
         result = await asyncio.to_thread(_service.runtime.check, retry_refused=True)
     except (RegistryUnavailable, CacheUnavailable) as exc:
-        return error_response(503, type(exc).__name__, str(exc), retry_after=5)
+        return error_response(exc)
     return JSONResponse(result)
 
 
@@ -288,20 +296,17 @@ class ModelService:
         loaded = self.runtime.current  # this request stays on this version
         if loaded is None:
             reason = self.runtime.not_ready_reason or "no model loaded yet"
-            return self._count(Answer.error(503, "NotReady", reason, retry_after=5), "none")
+            return self._count(Answer.of(NotReady(reason)), "none")
         version = loaded.version
         if not inputs:
-            return self._count(Answer.error(
-                422, "InvalidInput", "inputs: the list is empty; expected at least one item",
-                field="inputs", index=None,
-            ), version)  # fmt: skip
+            empty = InvalidInput("inputs", "the list is empty", "at least one item")
+            return self._count(Answer.of(empty), version)
         if len(inputs) > CONFIG.max_items:
-            return self._count(Answer.error(
-                413, "TooManyItems",
+            return self._count(Answer.of(TooManyItems(
                 f"{len(inputs)} items in one request; the limit is {CONFIG.max_items} "
                 f"(PROTO2PROD_MAX_ITEMS): send them in several requests",
                 field="inputs", index=None,
-            ), version)  # fmt: skip
+            )), version)  # fmt: skip
         loop = asyncio.get_running_loop()
         try:
             if small:
@@ -311,15 +316,13 @@ class ModelService:
             outputs = await asyncio.wait_for(
                 self.batcher.submit(loaded.predictor, tensors), deadline - loop.time()
             )
-        except InvalidInput as exc:
-            return self._count(Answer(422, exc.to_json()), version)
-        except Overloaded as exc:
-            return self._count(Answer.error(503, "Overloaded", str(exc), retry_after=1), version)
+        except (InvalidInput, Overloaded) as exc:
+            return self._count(Answer.of(exc), version)
         except TimeoutError:
-            return self._count(Answer.error(
-                504, "Timeout", f"the request was not answered within {CONFIG.timeout_s:g} s "
-                "(PROTO2PROD_TIMEOUT_S)",
-            ), version)  # fmt: skip
+            return self._count(Answer.of(Timeout(
+                f"the request was not answered within {CONFIG.timeout_s:g} s "
+                "(PROTO2PROD_TIMEOUT_S)"
+            )), version)  # fmt: skip
         body = {"outputs": outputs, "model": MODEL_NAME, "version": version}
         return self._count(Answer(200, body, {"X-Model-Version": version}), version)
 
@@ -349,10 +352,11 @@ class ModelService:
 
 
 # Listed first = outermost: an oversized or non-JSON body is refused before it is read.
-ModelService.add_asgi_middleware(
+SERVICE = cast("bentoml.Service[ModelService]", ModelService)  # what the decorators made it
+SERVICE.add_asgi_middleware(
     BodyLimit, max_bytes=int(CONFIG.max_body_mb * 1024 * 1024), json_paths=("/predict",)
 )
-ModelService.add_asgi_middleware(
+SERVICE.add_asgi_middleware(
     PredictEndpoint,
     answerer=lambda: _service.answer if _service is not None else None,
     limits=Limits(

@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from proto2prod.errors import Overloaded
+
+__all__ = ["MicroBatcher", "Overloaded"]
+
 K = TypeVar("K")  # what a batch must share (the predictor of one model version)
-
-
-class Overloaded(Exception):
-    """More items are waiting than the queue bound allows: answer 503 and retry later."""
 
 
 @dataclass
@@ -63,7 +63,10 @@ class MicroBatcher(Generic[K]):
         a thousand items could exhaust a GPU's memory); it is queued whole or not at all.
         """
         if self._queued_items + len(items) > self.max_queue:
-            raise Overloaded(f"{self._queued_items} items are already waiting for the model")
+            raise Overloaded(
+                f"{self._queued_items} items are already waiting for the model (its queue is "
+                f"bounded by PROTO2PROD_MAX_QUEUE); retry shortly"
+            )
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
             self._wake = asyncio.Event()

@@ -9,33 +9,64 @@ JSON (415 otherwise: never a pickle content type). Admission (429 with `Retry-Af
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proto2prod.errors import (
+    InvalidOutput,
+    PayloadTooLarge,
+    Proto2ProdError,
+    UnsupportedMediaType,
+)
+
 JSON_TYPES = (b"application/json",)
 
 
-def error_response(
-    status: int, error: str, message: str, *, retry_after: int | None = None, **extra: Any
-) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": error, "message": message, **extra}, status, headers=headers)
+@dataclass(frozen=True)
+class Answer:
+    """What a route sends back: a status, a JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, error: Proto2ProdError) -> Answer:
+        """The one place an error becomes a response: its status, `to_json()` as the body,
+        and `Retry-After` where retrying helps."""
+        retry = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+        return cls(error.status, error.to_json(), retry)
+
+    def encode(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":"), allow_nan=False).encode()
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, self.status, headers=self.headers)
 
 
-async def _send_json(
-    send: Send, status: int, body: dict[str, Any], *, retry_after: int | None = None
-) -> None:
-    payload = json.dumps(body).encode()
+def error_response(error: Proto2ProdError) -> JSONResponse:
+    return Answer.of(error).response()
+
+
+async def send_answer(send: Send, answer: Answer, *, close: bool = False) -> None:
+    """`answer` over raw ASGI; `close` when the rest of the request body is not read."""
+    try:
+        payload = answer.encode()
+    except ValueError:  # NaN in an output: never invalid JSON on the wire
+        answer = Answer.of(InvalidOutput("the model gave a non-finite output"))
+        payload = answer.encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
-        (b"connection", b"close"),
+        *((k.lower().encode(), v.encode()) for k, v in answer.headers.items()),
     ]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    if close:
+        headers.append((b"connection", b"close"))
+    message: Message = {"type": "http.response.start", "status": answer.status, "headers": headers}
+    await send(message)
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -54,19 +85,18 @@ class BodyLimit:
         headers = dict(scope["headers"])
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if scope["path"] in self.json_paths and media not in JSON_TYPES:
-            await _send_json(send, 415, {
-                "error": "UnsupportedMediaType",
-                "message": f"send JSON (Content-Type: application/json), not {media.decode()!r}",
-            })  # fmt: skip
+            refused = UnsupportedMediaType(
+                f"send JSON (Content-Type: application/json), not {media.decode()!r}"
+            )
+            await send_answer(send, Answer.of(refused), close=True)
             return
-        too_large = {
-            "error": "PayloadTooLarge",
-            "message": f"the request body is over the limit of {self.max_bytes} bytes "
-            f"(PROTO2PROD_MAX_BODY_MB); send fewer or smaller items",
-        }
+        too_large = Answer.of(PayloadTooLarge(
+            f"the request body is over the limit of {self.max_bytes} bytes "
+            f"(PROTO2PROD_MAX_BODY_MB); send fewer or smaller items"
+        ))  # fmt: skip
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _send_json(send, 413, too_large)
+            await send_answer(send, too_large, close=True)
             return
         received = 0
         exceeded = False
@@ -91,4 +121,4 @@ class BodyLimit:
 
         await self.app(scope, limited_receive, guarded_send)
         if exceeded and not started:
-            await _send_json(send, 413, too_large)
+            await send_answer(send, too_large, close=True)

@@ -27,35 +27,27 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from proto2prod.errors import (
+    InvalidJSON,
+    InvalidRequest,
+    NotReady,
+    Overloaded,
+    Refused,
+    RequestTimeout,
+    TooManyRequests,
+)
+from proto2prod.service.http import Answer, send_answer
 
 log = logging.getLogger("proto2prod.service")
 
 PARSE_INLINE_BYTES = 256 * 1024
 """Bodies up to this size are parsed on the event loop (about a millisecond); larger ones in
 a worker thread, so one large body never stalls the others."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What `/predict` sends back: a status, a JSON body and extra headers."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def error(
-        cls, status: int, error: str, message: str, *, retry_after: int | None = None, **extra: Any
-    ) -> Answer:
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        return cls(status, {"error": error, "message": message, **extra}, headers)
-
-    def encode(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":"), allow_nan=False).encode()
 
 
 Answerer = Callable[[list[Any], float, bool], Awaitable[Answer]]
@@ -111,11 +103,12 @@ class PredictEndpoint:
             except _ClientGone:
                 return
             answer = await self._admit_and_answer(body)
-        except _Refused as refused:
-            answer = refused.answer
+        except Refused as refused:
+            answer = Answer.of(refused)
         finally:
             self.inflight_bytes -= held
-        await _send(send, answer)
+        # 408 and 413 leave the rest of the body unread: the connection cannot be reused
+        await send_answer(send, answer, close=answer.status in (408, 413))
         if answer.status >= 400 and answer.status != 503:
             # one line, never the input and never a traceback: the client's mistake, not ours
             log.info("/predict %d %s: %s", answer.status, answer.body.get("error"),
@@ -132,21 +125,18 @@ class PredictEndpoint:
                 try:
                     message = await asyncio.wait_for(receive(), deadline - loop.time())
                 except TimeoutError:
-                    raise _Refused(Answer.error(
-                        408, "RequestTimeout",
+                    raise RequestTimeout(
                         f"the request body did not arrive within {self.limits.body_timeout_s:g} "
-                        f"s (PROTO2PROD_BODY_TIMEOUT_S); send it at once",
-                    )) from None  # fmt: skip
+                        f"s (PROTO2PROD_BODY_TIMEOUT_S); send it at once"
+                    ) from None
                 if message["type"] == "http.disconnect":
                     raise _ClientGone
                 chunk = message.get("body", b"")
                 if self.inflight_bytes + len(chunk) > self.limits.max_inflight_bytes:
-                    raise _Refused(Answer.error(
-                        503, "Overloaded",
+                    raise Overloaded(
                         f"the service holds {self.inflight_bytes // 1_000_000} MB of request "
-                        f"bodies, its budget (PROTO2PROD_MAX_INFLIGHT_MB); retry shortly",
-                        retry_after=1,
-                    ))  # fmt: skip
+                        f"bodies, its budget (PROTO2PROD_MAX_INFLIGHT_MB); retry shortly"
+                    )
                 self.inflight_bytes += len(chunk)
                 held += len(chunk)
                 chunks.append(chunk)
@@ -158,30 +148,23 @@ class PredictEndpoint:
 
     async def _admit_and_answer(self, body: bytes) -> Answer:
         if self.inside >= self.limits.max_concurrency:
-            return Answer.error(
-                429, "TooManyRequests",
+            return Answer.of(TooManyRequests(
                 f"{self.inside} requests are being served, the limit is "
-                f"{self.limits.max_concurrency} (PROTO2PROD_MAX_CONCURRENCY); retry shortly",
-                retry_after=1,
-            )  # fmt: skip
+                f"{self.limits.max_concurrency} (PROTO2PROD_MAX_CONCURRENCY); retry shortly"
+            ))  # fmt: skip
         self.inside += 1
         try:
             deadline = asyncio.get_running_loop().time() + self.limits.timeout_s
             inputs = await _parse(body)
             answer = self.answerer()
             if answer is None:
-                return Answer.error(503, "NotReady", "the service is starting", retry_after=5)
+                return Answer.of(NotReady("the service is starting"))
             small = len(body) <= SMALL_BODY_BYTES and not any(
                 isinstance(x, str) and len(x) > SMALL_STRING_CHARS for x in inputs
             )
             return await answer(inputs, deadline, small)
         finally:
             self.inside -= 1
-
-
-class _Refused(Exception):
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
 
 
 async def _parse(body: bytes) -> list[Any]:
@@ -192,31 +175,10 @@ async def _parse(body: bytes) -> list[Any]:
         else:
             document = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise _Refused(Answer.error(
-            400, "InvalidJSON", 'the body is not valid JSON; send {"inputs": [item, ...]}'
-        )) from None  # fmt: skip
+        raise InvalidJSON('the body is not valid JSON; send {"inputs": [item, ...]}') from None
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
-        raise _Refused(Answer.error(
-            400, "InvalidRequest",
+        raise InvalidRequest(
             'the body must be a JSON object with a list under "inputs": {"inputs": [item, ...]}',
             field="inputs", index=None,
-        ))  # fmt: skip
+        )  # fmt: skip
     return document["inputs"]
-
-
-async def _send(send: Send, answer: Answer) -> None:
-    try:
-        payload = answer.encode()
-    except ValueError:  # NaN in an output: never invalid JSON on the wire
-        answer = Answer.error(500, "InvalidOutput", "the model gave a non-finite output")
-        payload = answer.encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in answer.headers.items()),
-    ]
-    if answer.status in (408, 413):
-        headers.append((b"connection", b"close"))  # the rest of the body is not read
-    message: Message = {"type": "http.response.start", "status": answer.status, "headers": headers}
-    await send(message)
-    await send({"type": "http.response.body", "body": payload})

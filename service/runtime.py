@@ -247,7 +247,7 @@ class ModelRuntime:
                 return self._check_result(swapped=False)
             if self.ref.alias:
                 try:
-                    remember_alias(self.registry, local, self.ref.alias)
+                    remember_alias(local, self.ref.alias)
                 except CacheUnavailable as exc:  # only start-ups without a registry need it
                     log.warning("%s", exc)
             self._swap(loaded)

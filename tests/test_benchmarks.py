@@ -127,6 +127,7 @@ def test_projection_from_the_cpu_each_side_spends_per_request() -> None:
 
 def test_plan_options_name_the_option_at_fault() -> None:
     from proto2prod.benchmarks.plan import Plan
+    from proto2prod.errors import InvalidArgument
 
     options = {
         "models": "digits", "model": None, "users": "1,8", "duration": 1.0, "warmup": 0.0,
@@ -142,7 +143,7 @@ def test_plan_options_name_the_option_at_fault() -> None:
         ("users", "eight", "--users 'eight'"),
         ("payload", "xml", "--payload 'xml'"),
     ):
-        with pytest.raises(ValueError, match=re.escape(says)):
+        with pytest.raises(InvalidArgument, match=re.escape(says)):
             Plan.from_options(**{**options, key: value})
 
 

@@ -61,9 +61,6 @@ def test_train_versions_promote_rollback(env: dict[str, str]) -> None:
         (["train", "missing.py"], "no such file: missing.py"),
         (["train", str(Path(__file__))], "defines no proto2prod.Model subclass"),
         (["train", str(EXAMPLES / "digits.py"), "--alias", "v2"], "not a usable alias"),
-        (["versions", "nope"], "no model named 'nope'"),
-        (["promote", "nope", "1"], "no model named 'nope'"),
-        (["rollback", "nope"], "no model named 'nope'"),
         (["serve", "digits@production", "--workers", "0"], "--workers 0: give 1 or more"),
         (["bench", "--scenarios", "chaos"], "--scenarios: unknown ['chaos']"),
         (["bench", "--architectures", "triton"], "--architectures: unknown ['triton']"),
@@ -81,12 +78,22 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "Traceback" not in err + out
 
 
+@pytest.mark.parametrize(
+    "args", [["versions", "nope"], ["promote", "nope", "1"], ["rollback", "nope"]]
+)
+def test_an_unknown_model_is_one_line_and_exit_3(env: dict[str, str], args: list[str]) -> None:
+    code, out, err = invoke(env, *args)
+    assert code == 3  # not found: told apart from a malformed input (2) and a retry (75)
+    assert "no model named 'nope'" in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err + out
+
+
 def test_unknown_version_alias_and_no_half_registration(env: dict[str, str]) -> None:
     assert invoke(env, "train", str(EXAMPLES / "tabular.py"), "--quick")[0] == 0
     code, _, err = invoke(env, "promote", "wine", "7")
-    assert code == 2 and "has no version 7" in err
+    assert code == 3 and "has no version 7" in err
     code, _, err = invoke(env, "rollback", "wine", "--alias", "staging")
-    assert code == 2 and "has no alias 'staging'" in err
+    assert code == 3 and "has no alias 'staging'" in err
     code, out, _ = invoke(env, "versions", "wine", "--json")
     assert [v["version"] for v in json.loads(out)] == ["1"]
 
@@ -124,7 +131,7 @@ def test_console_script_train_in_a_subprocess(tmp_path: Path) -> None:
         [str(BIN / "proto2prod"), "promote", "wine", "5"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
-    assert bad.returncode == 2 and "has no version 5" in bad.stderr
+    assert bad.returncode == 3 and "has no version 5" in bad.stderr  # not found
 
 
 BROKEN = {

@@ -20,6 +20,7 @@ import typer
 from proto2prod.benchmarks.plan import ARCHITECTURES, SCENARIOS, Plan
 from proto2prod.cli.demo import demo
 from proto2prod.cli.output import BarProgress, console, user_errors
+from proto2prod.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from proto2prod.definition import Definition
@@ -179,7 +180,9 @@ def _pairs(option: str, given: list[str] | None) -> list[tuple[str, str]]:
     for text in given or []:
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{option} {text!r}: write NAME=VALUE, e.g. {option} accuracy=0.97")
+            raise InvalidArgument(
+                f"{option} {text!r}: write NAME=VALUE, e.g. {option} accuracy=0.97"
+            )
         pairs.append((key.strip(), value.strip()))
     return pairs
 
@@ -190,7 +193,7 @@ def _number(option: str, key: str, value: str) -> float:
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
-        raise ValueError(f"{option} {key}={value!r}: the value must be a finite number")
+        raise InvalidArgument(f"{option} {key}={value!r}: the value must be a finite number")
     return number
 
 
@@ -298,7 +301,7 @@ def serve(
             env["PROTO2PROD_POLL_S"] = str(poll_s)
         if workers is not None:
             if workers < 1:
-                raise ValueError(f"--workers {workers}: give 1 or more worker processes")
+                raise InvalidArgument(f"--workers {workers}: give 1 or more worker processes")
             env["PROTO2PROD_WORKERS"] = str(workers)
         _check_service_settings(env)
     # BentoML's CLI, with this service's own metrics folder (proto2prod/service/launch.py)
@@ -384,7 +387,7 @@ def _recorded_definition(ref: ModelRef) -> Path:
         spec = importlib.util.find_spec(target) if target else None
         path = Path(spec.origin) if spec and spec.origin else None
     if path is None or not path.is_file():
-        raise ValueError(
+        raise InvalidArgument(
             f"{ref} was published from {entry or 'an unknown definition'}, which is not on "
             f"this machine; pass --definition FILE.py"
         )
@@ -437,18 +440,20 @@ def prototype(
         from proto2prod.settings import PrototypeSettings
 
         if ui not in ("gradio", "streamlit"):
-            raise ValueError(f"--ui {ui!r}: choose gradio or streamlit")
+            raise InvalidArgument(f"--ui {ui!r}: choose gradio or streamlit")
         if concurrency is not None and concurrency < 0:
-            raise ValueError(f"--concurrency {concurrency}: give 1 or more, or 0 for no limit")
+            raise InvalidArgument(f"--concurrency {concurrency}: give 1 or more, or 0 for no limit")
         if backend is None and model_file is None:
-            raise ValueError("give a MODEL_FILE to run in-process, or --backend URL")
+            raise InvalidArgument("give a MODEL_FILE to run in-process, or --backend URL")
         if sum(map(bool, (model, train, weights))) > 1:
-            raise ValueError("--model, --weights and --train each say where weights come from")
+            raise InvalidArgument("--model, --weights and --train each say where weights come from")
         if share and ui == "gradio" and not auth:
-            raise ValueError("--share publishes the app on the internet: add --auth USER:PASSWORD")
+            raise InvalidArgument(
+                "--share publishes the app on the internet: add --auth USER:PASSWORD"
+            )
         credentials = tuple(auth.split(":", 1)) if auth else None
         if credentials is not None and len(credentials) != 2:
-            raise ValueError("--auth must be USER:PASSWORD")
+            raise InvalidArgument("--auth must be USER:PASSWORD")
         if importlib.util.find_spec(ui) is None:
             raise MissingExtra(ui, "ui")
         config = PrototypeSettings(

@@ -1,4 +1,4 @@
-"""What the CLI shows a person: one-line errors with exit code 2, and a training bar."""
+"""What the CLI shows a person: one-line errors with their exit codes, and a training bar."""
 
 from __future__ import annotations
 
@@ -10,28 +10,20 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from proto2prod.errors import CacheUnavailable, Proto2ProdError, RegistryUnavailable
-from proto2prod.settings import SettingsError
+from proto2prod.errors import Proto2ProdError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
-
-USER_ERRORS = (Proto2ProdError, SettingsError, ValueError)
-"""What a person can fix: printed as one line, no traceback."""
-TRANSIENT = (RegistryUnavailable, CacheUnavailable)
-"""Nothing wrong with the input: the same command can succeed later."""
-EXIT_INPUT = 2
-EXIT_RETRY = 75  # EX_TEMPFAIL (sysexits.h)
 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     try:
         yield
-    except USER_ERRORS as exc:
+    except Proto2ProdError as exc:  # what a person can act on: one line, its exit code
         # emoji=False: "module:Class: ..." must not become "module😪 ..." (":Sleepy:")
         err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, emoji=False)
-        raise typer.Exit(EXIT_RETRY if isinstance(exc, TRANSIENT) else EXIT_INPUT) from None
+        raise typer.Exit(exc.exit_code) from None
 
 
 class BarProgress:
