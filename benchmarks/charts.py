@@ -42,11 +42,7 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
             title=f"{model}: p99 latency", xlabel="concurrent users", ylabel="ms", yscale="log"
         )
         left.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"{model}-throughput.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"{model}-throughput.png"))
     for up in results["scenarios"].get("update", []):
         fig, axes = plt.subplots(2, 1, figsize=(11, 4.5), sharex=True)
         for ax, (key, label) in zip(
@@ -65,11 +61,7 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
             ax.set(ylabel="answers/s", title=label)
             ax.legend(fontsize=7, loc="right")
         axes[-1].set_xlabel("seconds since the new version was promoted")
-        fig.tight_layout()
-        path = out / f"{up['model']}-update.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"{up['model']}-update.png"))
     for mem in results["scenarios"].get("memory", []):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ns = [r["n"] for r in mem["rows"]]
@@ -93,9 +85,14 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
             title=f"{mem['model']}: memory",
         )
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"{mem['model']}-memory.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"{mem['model']}-memory.png"))
     return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

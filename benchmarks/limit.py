@@ -16,10 +16,14 @@ from pathlib import Path
 
 def measure(ref: str, payload: Path, seconds: float, batches: list[int]) -> dict[str, float]:
     from proto2prod.benchmarks.apps.model_app import load
+    from proto2prod.errors import InvalidInput
 
     predictor = load(ref)
     items = json.loads(payload.read_text())
-    prepared = [predictor.prepare(item) for item in items]
+    prepared = predictor.prepare_each(items)
+    for problem in prepared:
+        if isinstance(problem, InvalidInput):
+            raise problem  # a payload the model refuses measures nothing
     results = {}
     for batch in batches:
         tensors = [prepared[i % len(prepared)] for i in range(batch)]

@@ -135,7 +135,8 @@ def _projection_blocks(results: dict[str, Any]) -> list[Block]:
             "From the CPU each process spent per request at the decoupled point (front end "
             "and service sharing one core here). On separate cores each side scales apart: "
             "k front-end cores serve k / (front-end CPU per request), one service core 1 / "
-            "(service CPU per request). On a GPU the forward pass leaves the CPU (the raw "
+            "(its CPU per request when saturated, from the `service` point). On a GPU the "
+            "forward pass leaves the CPU (the raw "
             "limit's time per item is taken off the service's). The shared-core figure is "
             "checked against the measured point in the verdicts; the others need more cores "
             "than this machine has, so they are projections, not measurements."
@@ -145,10 +146,12 @@ def _projection_blocks(results: dict[str, Any]) -> list[Block]:
         header = ("service", *(f"{k} front-end core{'s' * (k > 1)}" for k in FRONT_END_CORES))
         out += [
             Text(
-                f"{p['model']} at {p['users']} users: front end {p['front_end_ms']:.2f} CPU ms "
-                f"per request, service {p['service_ms']:.2f} (of which forward pass "
-                f"{p['forward_ms']:.2f}); measured {p['measured_rps']:.0f} req/s on one shared "
-                f"core, projected {p['shared_core_rps']:.0f}."
+                f"{p['model']} at {p['users']} users ({p['point']}): front end "
+                f"{p['front_end_ms']:.2f} CPU ms "
+                f"per request, service {p['service_ms']:.2f}; measured {p['measured_rps']:.0f} "
+                f"req/s on one shared core, projected {p['shared_core_rps']:.0f}. The service "
+                f"alone, saturated: {p['saturated_service_ms']:.2f} CPU ms per request (forward "
+                f"pass {p['forward_ms']:.2f} per item at the best batch)."
             ),
             Table(
                 header,

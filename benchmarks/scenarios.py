@@ -249,14 +249,16 @@ def queue(
     port = free_port()
     svc_url = f"http://127.0.0.1:{port}"
     serve = placement.server(_p2p("serve", f"{model}@production", "--port", str(port)))
-    with process(serve, f"{svc_url}/readyz", logs / f"{model}-queue-service.log", env):
+    with process(serve, f"{svc_url}/readyz", logs / f"{model}-queue-service.log", env) as svc:
         for limit in QUEUE_LIMITS:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             args = _p2p("prototype", "--backend", svc_url, "--port", str(port),
                         "--concurrency", str(limit))  # fmt: skip
-            with process(placement.server(args), url, logs / f"{model}-queue-{limit}.log", env):
-                target = Target("decoupled", url, "gradio", "predict", "/")
+            log = logs / f"{model}-queue-{limit}.log"
+            with process(placement.server(args), url, log, env) as front:
+                roles = {"front end": front, "service": svc}
+                target = Target("decoupled", url, "gradio", "predict", "/", roles)
                 point = load.run(
                     target, payload, users=users, duration=duration, warmup=warmup,
                     placement=placement,
@@ -267,6 +269,7 @@ def queue(
                 "p50_ms": point.model.p50_ms,
                 "p99_ms": point.model.p99_ms,
                 "errors": point.model.errors,
+                "server_cpu": {role: round(c, 3) for role, c in point.server_cpu.items()},
             })  # fmt: skip
     return {"model": model, "users": users, "rows": rows}
 

@@ -108,10 +108,11 @@ def _finite_float32(value: Any) -> bool:
 
 
 def _numeric_array(field: Field, value: Any, expected: str, index: int | None) -> np.ndarray:
-    """A nested JSON list as a float32 array, refusing strings, booleans, ragged lists, NaN."""
+    """A nested JSON list (or, from Python callers, a numpy array) as a float32 array,
+    refusing strings, booleans, ragged lists, NaN."""
     import numpy as np
 
-    if not isinstance(value, list):
+    if not isinstance(value, list | np.ndarray):
         raise field._invalid(f"got {_type_name(value)}", expected, index)
     try:
         raw = np.asarray(value)

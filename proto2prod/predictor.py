@@ -8,7 +8,7 @@ failing the others it would have batched with it; the forward pass is one call p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,22 @@ class Predictor:
         decoded = self.model.inputs.decode(item, index=index)
         return self.model.preprocess(decoded)
 
+    def prepare_each(
+        self, items: Sequence[Any], *, stop: Callable[[], bool] | None = None
+    ) -> list[torch.Tensor | InvalidInput]:
+        """Each item prepared, or the InvalidInput (naming its index) that it raised: one bad
+        item never hides the others. `stop()` turning true ends the work between items
+        (what is left is not returned): the service's deadline."""
+        prepared: list[torch.Tensor | InvalidInput] = []
+        for i, item in enumerate(items):
+            if stop is not None and stop():
+                break
+            try:
+                prepared.append(self.prepare(item, i))
+            except InvalidInput as exc:
+                prepared.append(exc)
+        return prepared
+
     def run(self, tensors: Sequence[torch.Tensor]) -> list[Any]:
         """One forward pass over prepared items, then postprocess each row."""
         batch = torch.stack(list(tensors)).to(self.device, self.dtype, non_blocking=True)
@@ -72,15 +88,32 @@ class Predictor:
             out = self.network(batch).float().cpu()
         return [self.model.postprocess(row) for row in out]
 
+    def predict_each(self, items: Sequence[Any]) -> list[Any | InvalidInput]:
+        """Per item, its output or its InvalidInput; one forward pass over the valid ones.
+
+        The one "validate each, run once" path: `predict_batch`, the prototype's in-process
+        backend and the benchmark's limit build on it; the service uses `prepare_each` and
+        `run` with its batcher in between.
+        """
+        prepared = self.prepare_each(items)
+        tensors = [p for p in prepared if not isinstance(p, InvalidInput)]
+        outputs = iter(self.run(tensors) if tensors else [])
+        return [p if isinstance(p, InvalidInput) else next(outputs) for p in prepared]
+
     def predict_batch(self, items: Sequence[Any]) -> list[Any]:
-        """Outputs for `items` (JSON-encoded inputs), in order."""
+        """Outputs for `items` (JSON-encoded inputs), in order; the first invalid item
+        raises its InvalidInput."""
         if not isinstance(items, Sequence) or isinstance(items, str | bytes):
             raise InvalidInput(
                 self.model.inputs.name, "got something other than a list of items", "a list"
             )
         if len(items) == 0:
             raise InvalidInput(self.model.inputs.name, "the list is empty", "at least one item")
-        return self.run([self.prepare(item, i) for i, item in enumerate(items)])
+        prepared = self.prepare_each(items)
+        tensors = [p for p in prepared if not isinstance(p, InvalidInput)]
+        if len(tensors) < len(prepared):
+            raise next(p for p in prepared if isinstance(p, InvalidInput))
+        return self.run(tensors)
 
     def predict(self, item: Any) -> Any:
         """Output for one item."""

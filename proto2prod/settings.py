@@ -182,6 +182,12 @@ class ServiceSettings:
     saturates one GPU for most models; add workers for CPU-bound preprocessing."""
 
     def __post_init__(self) -> None:
+        if self.poll_max_s < self.poll_s:
+            raise SettingsError(
+                f"PROTO2PROD_POLL_MAX_S={self.poll_max_s:g} is less than PROTO2PROD_POLL_S="
+                f"{self.poll_s:g}: the back-off could never reach the normal interval; raise "
+                f"the first or lower the second"
+            )
         if self.max_items > self.max_queue:
             raise SettingsError(
                 f"PROTO2PROD_MAX_ITEMS={self.max_items} is more than PROTO2PROD_MAX_QUEUE="
@@ -223,12 +229,14 @@ class ServiceSettings:
                 "(or set PROTO2PROD_MODEL=digits@production)"
             )
         max_queue = _positive_int(env, "PROTO2PROD_MAX_QUEUE", 1024)
+        poll_s = _float(env, "PROTO2PROD_POLL_S", 10.0)
         max_body_mb = _float(env, "PROTO2PROD_MAX_BODY_MB", 16.0)
         return cls(
             model=model,
             definition=env.get("PROTO2PROD_DEFINITION") or None,
-            poll_s=_float(env, "PROTO2PROD_POLL_S", 10.0),
-            poll_max_s=_float(env, "PROTO2PROD_POLL_MAX_S", 60.0),
+            poll_s=poll_s,
+            # unset, the back-off bound follows a longer poll; set, it must fit (checked below)
+            poll_max_s=_float(env, "PROTO2PROD_POLL_MAX_S", max(60.0, poll_s)),
             admin_token=env.get("PROTO2PROD_ADMIN_TOKEN") or None,
             max_body_mb=max_body_mb,
             max_batch_size=_positive_int(env, "PROTO2PROD_MAX_BATCH_SIZE", 32),

@@ -47,29 +47,27 @@ class InProcess:
         self.version = version
 
     def predict(self, items: list[Any]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(items)
-        good, tensors = [], []
-        for i, item in enumerate(items):
-            try:
-                tensors.append(self.predictor.prepare(item))
-                good.append(i)
-            except InvalidInput as exc:
-                outcomes[i] = Outcome(error=str(exc))
-        if tensors:
-            for i, output in zip(good, self.predictor.run(tensors), strict=True):
-                outcomes[i] = Outcome(output=output, version=self.version)
-        return [o for o in outcomes if o is not None]
+        return [
+            Outcome(error=str(result))
+            if isinstance(result, InvalidInput)
+            else Outcome(output=result, version=self.version)
+            for result in self.predictor.predict_each(items)
+        ]
 
 
 class Remote:
     """A thin client of the service's `/predict` (decoupled): no torch, no registry here."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self.source = self.url
-        self.client: httpx.Client = httpx.Client(base_url=self.url, timeout=timeout)
+        self.client: httpx.Client = httpx.Client(
+            base_url=self.url, timeout=timeout, transport=transport
+        )
 
     def metadata(self) -> dict[str, Any]:
         import httpx
@@ -96,16 +94,31 @@ class Remote:
             )
 
     def predict(self, items: list[Any]) -> list[Outcome]:
-        response = self._post(items)
-        if isinstance(response, str):
-            return [Outcome(error=response)] * len(items)
-        if response.status_code == 200:
-            body = response.json()
-            version = response.headers.get("X-Model-Version", body.get("version"))
-            return [Outcome(output=o, version=version) for o in body["outputs"]]
-        if response.status_code in (400, 422) and len(items) > 1:
-            return [outcome for item in items for outcome in self.predict([item])]
-        return [Outcome(error=self._explain(response))] * len(items)
+        """One request for the batch. A 422 names the item at fault (`index`): that row
+        gets the message and the others are sent again, so one bad upload fails only its
+        own row, at one more request per bad item."""
+        outcomes: dict[int, Outcome] = {}
+        pending = list(range(len(items)))
+        while pending:
+            response = self._post([items[i] for i in pending])
+            if isinstance(response, str):
+                outcomes.update((i, Outcome(error=response)) for i in pending)
+                break
+            if response.status_code == 200:
+                body = response.json()
+                version = response.headers.get("X-Model-Version", body.get("version"))
+                outputs = body["outputs"]
+                outcomes.update(
+                    (i, Outcome(output=o, version=version))
+                    for i, o in zip(pending, outputs, strict=True)
+                )
+                break
+            bad = _bad_index(response, len(pending))
+            if bad is None:  # not about one item: every row says why
+                outcomes.update((i, Outcome(error=self._explain(response))) for i in pending)
+                break
+            outcomes[pending.pop(bad)] = Outcome(error=self._explain(response))
+        return [outcomes[i] for i in range(len(items))]
 
     def _explain(self, response: httpx.Response) -> str:
         try:
@@ -117,12 +130,23 @@ class Remote:
         return f"The service could not answer ({response.status_code}): {message}. Try again."
 
 
+def _bad_index(response: httpx.Response, sent: int) -> int | None:
+    """The index a 422 names (the service's InvalidInput body), if it is one of `sent`."""
+    if response.status_code != 422:
+        return None
+    try:
+        index = response.json().get("index")
+    except ValueError:
+        return None
+    return index if isinstance(index, int) and 0 <= index < sent else None
+
+
 def in_process(
     definition_ref: str,
     *,
     model_ref: str | None,
     weights: Path | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> tuple[InProcess, UISpec]:
     """Load the definition; weights from the registry (`model_ref`), a file trained elsewhere
     (`weights`), or a fresh training when the definition has `train()`."""
@@ -141,7 +165,7 @@ def in_process(
             raise Proto2ProdError(
                 f"--model {model_ref} is model '{ref.name}', the definition is '{model.name}'"
             )
-        local = fetch(Registry(settings or Settings.from_env()), ref)
+        local = fetch(Registry(settings), ref)
         predictor = Predictor(model, local.weights)
         version = local.info.version
     elif weights is not None:

@@ -14,9 +14,9 @@ import streamlit as st
 
 from proto2prod import fields
 from proto2prod.prototype.backends import Backend, in_process, remote
-from proto2prod.prototype.convert import example_array, image_item
+from proto2prod.prototype.convert import example_array
 from proto2prod.prototype.spec import UISpec
-from proto2prod.settings import PrototypeSettings
+from proto2prod.settings import PrototypeSettings, Settings
 
 
 @st.cache_resource(show_spinner="Loading the model...")
@@ -25,7 +25,9 @@ def load(config: PrototypeSettings) -> tuple[Backend, UISpec]:
         return remote(config.backend)
     assert config.definition is not None
     weights = Path(config.weights) if config.weights else None
-    return in_process(config.definition, model_ref=config.model, weights=weights)
+    return in_process(
+        config.definition, model_ref=config.model, weights=weights, settings=Settings.from_env()
+    )
 
 
 def choose_input(spec: UISpec) -> Any:
@@ -42,7 +44,7 @@ def choose_input(spec: UISpec) -> Any:
         pick = st.selectbox("Or take an example", names, index=0)
         example = spec.examples[names.index(pick)]
         st.image(example_array(field, example), width=160, clamp=True)
-        return image_item(example_array(field, example))
+        return example  # already the JSON item
     if isinstance(field, fields.Table):
         pick = st.selectbox("Start from an example", names, index=0)
         row = example_array(field, spec.examples[names.index(pick)])[0]

@@ -280,8 +280,8 @@ class ModelRuntime:
 
     def next_poll_in(self) -> float:
         """Poll interval, doubled per consecutive failure up to `poll_max_s`."""
-        bound = max(self.config.poll_max_s, self.config.poll_s)
-        return min(self.config.poll_s * (2 ** min(self.failures, 30)), bound)
+        backed_off = self.config.poll_s * (2 ** min(self.failures, 30))
+        return min(backed_off, self.config.poll_max_s)  # settings ensure poll_s <= poll_max_s
 
     # -- reporting ------------------------------------------------------------------------
     @property

@@ -123,6 +123,15 @@ def test_projection_from_the_cpu_each_side_spends_per_request() -> None:
     row["server_cpu"] = {"front end": 0.36, "service": 0.18}
     (check,) = [v for v in verdicts.verdicts(results) if "CPU-cost model" in v.claim]
     assert check.holds is False and "latency, not CPU" in check.reason
+    # The queue scenario's default front end, when measured, is the cleaner point: no user
+    # loading the page beside the predictions.
+    results["scenarios"]["queue"] = [{"model": "digits", "users": 32, "rows": [
+        {"concurrency": 8, "rps": 50.0, "server_cpu": {"front end": 0.5, "service": 0.1}},
+        {"concurrency": None, "rps": 80.0, "server_cpu": {"front end": 0.8, "service": 0.16}},
+    ]}]  # fmt: skip
+    (p,) = verdicts.projections(results)
+    assert (p["front_end_ms"], p["service_ms"]) == pytest.approx((10, 2))
+    assert "no page-load user" in p["point"] and p["forward_ms"] == pytest.approx(1)
 
 
 def test_plan_options_name_the_option_at_fault() -> None:
@@ -385,3 +394,23 @@ def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
     assert user.resolve("digits@production").version == version  # nor moved
     time.sleep(1)
     assert started_since(before) == []
+
+
+def test_the_gpu_run_card_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
+    """What `make gpu-card` runs on a GPU machine, here on the CPU (no GPU on this machine;
+    float16 is then a no-op): both precisions, the limit and the service, then gpu.md."""
+    from proto2prod.benchmarks import gpu_card
+    from proto2prod.benchmarks.plan import Plan
+
+    plan = gpu_card.card_plan(Plan.quick_plan(["digits"], device="cpu"))
+    plan.users, plan.duration, plan.architectures = [4], 2, ["service"]
+    steps: list[str] = []
+    results = gpu_card.run(plan, tmp_path, steps.append, gpu="none (a CPU dry run)")
+    assert [(r["precision"], r["users"]) for r in results["runs"]] == [
+        ("float32", 4), ("float16", 4)
+    ]  # fmt: skip
+    assert all(r["errors"] == 0 and r["rps"] > 0 for r in results["runs"]), results["runs"]
+    assert {str(b) for b in gpu_card.LIMIT_BATCHES} <= set(results["limits"][0]["samples_per_s"])
+    card = (tmp_path / "gpu.md").read_text()
+    assert "GPU: none (a CPU dry run) (cpu)" in card and "| digits | float16 | 4 |" in card
+    assert json.loads((tmp_path / "gpu.json").read_text())["device"] == "cpu"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -25,7 +26,8 @@ def test_demo_trains_registers_serves_and_answers(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "registered digits version 1 with alias @production" in done.stdout
-    assert "@production" in done.stdout  # the versions table
+    assert "digits (1 versions)" in done.stdout  # the versions table: its title ...
+    assert re.search(r"│ 1\s+│ @production\s+│ accuracy=0\.\d+", done.stdout), done.stdout  # a row
     assert "curl -s -X POST http://127.0.0.1:" in done.stdout
     assert '"label":"7"' in done.stdout and '"version":"1"' in done.stdout
     assert f"UI:       http://127.0.0.1:{ui_port}" in done.stdout

@@ -9,17 +9,22 @@ from proto2prod import Definition, NullProgress, Trained, fields, load_definitio
 from proto2prod.predictor import Predictor
 from tests.conftest import EXAMPLES
 
+# Held-out accuracy after the quick training (measured: digits 0.98, tabular 1.0). heavy's
+# quick training is 3 steps, which only proves the plumbing: it must not fall below
+# guessing (4 classes); its full training is test_heavy_trains_to_a_meaningful_accuracy.
+QUICK_FLOOR = {"digits.py": 0.9, "tabular.py": 0.9, "heavy.py": 0.25}
 
-@pytest.mark.parametrize("example", ["digits.py", "tabular.py", "heavy.py"])
+
+@pytest.mark.parametrize("example", sorted(QUICK_FLOOR))
 def test_example_trains_quickly_and_predicts_its_examples(example: str) -> None:
     definition = load_definition(EXAMPLES / example)
     trained = definition.model.train(NullProgress(), quick=True)
-    assert 0.0 <= trained.metrics["accuracy"] <= 1.0
+    classes = definition.model.outputs.classes  # type: ignore[attr-defined]
+    assert trained.metrics["accuracy"] >= QUICK_FLOOR[example], trained.metrics
     assert trained.params
     outputs = Predictor(definition.model, trained.weights, "cpu").predict_batch(
         definition.model.examples()
     )
-    classes = definition.model.outputs.classes  # type: ignore[attr-defined]
     assert all(out["label"] in classes for out in outputs)
 
 

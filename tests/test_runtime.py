@@ -118,6 +118,9 @@ def test_request_bounds_fit_together_or_say_which_to_change() -> None:
         with pytest.raises(SettingsError, match=f"PROTO2PROD_{key}=0 must be >= 1"):
             config(**{f"PROTO2PROD_{key}": "0"})
     assert config(PROTO2PROD_WORKERS="3").workers == 3
+    assert config(PROTO2PROD_POLL_S="120").poll_max_s == 120  # unset: follows a long poll
+    with pytest.raises(SettingsError, match="POLL_MAX_S=5 is less than PROTO2PROD_POLL_S=10"):
+        config(PROTO2PROD_POLL_MAX_S="5")
 
 
 def test_each_worker_takes_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,7 @@
 """Minimum versions that exclude known CVEs, in pyproject.toml and in what is installed.
 
-The floors are the project's (issue 6, promise 14): releases below them have published
-security advisories. `make lint` runs pip-audit over everything installed.
+The floors are the project's (docs/reliability.md, promise 14): releases below them have
+published security advisories. `make audit` runs pip-audit over everything installed.
 """
 
 from __future__ import annotations

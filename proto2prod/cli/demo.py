@@ -9,18 +9,17 @@ Ctrl-C and stop everything it started.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import typer
 
 from proto2prod.cli.output import console, err_console
 from proto2prod.processes import kill, spawn, wait_http
+from proto2prod.settings import Settings
 
 EXAMPLE = "proto2prod.examples.digits:Digits"
 
@@ -49,7 +48,7 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
 
     port, ui_port = port_or_free(port), port_or_free(ui_port)
     url, ui_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
-    logs = Path(os.environ.get("PROTO2PROD_HOME", ".proto2prod"))
+    logs = Settings.from_env().home
     logs.mkdir(parents=True, exist_ok=True)
     console.print(f"starting the service on digits@production at {url} (log: {logs}/)")
     service = spawn([*p2p, "serve", "digits@production", "--port", str(port)],

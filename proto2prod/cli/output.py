@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -12,8 +12,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from proto2prod.errors import Proto2ProdError
 
+if TYPE_CHECKING:
+    from proto2prod.registry import Registry
+
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def open_registry() -> Registry:
+    """The registry the environment names (`PROTO2PROD_HOME`, `MLFLOW_TRACKING_URI`)."""
+    from proto2prod.registry import Registry
+    from proto2prod.settings import Settings
+
+    return Registry(Settings.from_env())
 
 
 @contextlib.contextmanager

@@ -1,0 +1,106 @@
+"""The bench command: model-in-server against decoupled serving, or the GPU run card."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from proto2prod.benchmarks.plan import ARCHITECTURES, SCENARIOS, Plan
+from proto2prod.cli.output import console, user_errors
+
+
+def bench(
+    models: Annotated[
+        str, typer.Option(help="Comma-separated examples: digits, heavy, wine.")
+    ] = "heavy,digits",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Benchmark a version from your registry instead (e.g. digits@production); "
+            "it is copied, your aliases are never moved.",
+        ),
+    ] = None,
+    users: Annotated[
+        str, typer.Option(help="Comma-separated concurrent users per point.")
+    ] = "1,8,32",
+    duration: Annotated[float, typer.Option(help="Measured seconds per point.")] = 20.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of load before measuring.")] = 3.0,
+    architectures: Annotated[
+        str, typer.Option(help=f"Comma-separated: {', '.join(ARCHITECTURES)}.")
+    ] = ",".join(ARCHITECTURES),
+    workers: Annotated[
+        int, typer.Option(help="Locust workers (master/worker); 0: one process.")
+    ] = 0,
+    rate: Annotated[
+        float, typer.Option(help="Open loop: requests/s scheduled; 0: closed loop.")
+    ] = 0.0,
+    payload: Annotated[str, typer.Option(help="png (base64, as browsers upload) or json.")] = "png",
+    scenarios: Annotated[
+        str,
+        typer.Option(help=f"Beyond throughput: {', '.join(SCENARIOS)} (comma-separated, or none)."),
+    ] = ",".join(SCENARIOS),
+    quick: Annotated[
+        bool, typer.Option(help="Seconds per point, users 1 and 8 (smoke test).")
+    ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="cuda (or cuda:N): the GPU run card instead (service vs limit, batch 1 vs "
+            "batched, float32 vs float16), written as gpu.md; cpu: pin every server to the CPU."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default reports/<time>).")
+    ] = None,
+) -> None:
+    """Model-in-server vs decoupled serving under load; writes a report that settles each claim."""
+    import time as _time
+
+    with user_errors():
+        from proto2prod.benchmarks import gpu_card, report, runner
+        from proto2prod.benchmarks.verdicts import verdicts
+        from proto2prod.extras import check_installed
+
+        check_installed("locust", "hdrh", "matplotlib", "gradio", "bentoml")
+        plan = Plan.from_options(
+            models=models, model=model, users=users, duration=duration, warmup=warmup,
+            architectures=architectures, workers=workers, rate=rate, payload=payload,
+            scenarios=scenarios, quick=quick, device=device,
+        )  # fmt: skip
+        card = (device or "").startswith("cuda")
+        if card:
+            gpu_card.gpu_name(device or "cuda")  # no GPU: one line, before anything starts
+            gpu_card.card_plan(plan)
+        folder = out or Path("reports") / _time.strftime("%Y%m%d-%H%M%S")
+    with _progress(plan.steps()) as say:
+        if card:
+            gpu_card.run(plan, folder, say)
+            console.print(f"GPU run card: {folder / 'gpu.md'}")
+            return
+        results = runner.run(plan, folder, say)
+    files = report.write(results, folder)
+    console.print(f"report: {folder / 'report.md'} ({len(files)} files)")
+    for verdict in verdicts(results):
+        console.print(f"- {verdict.claim}: {verdict.numbers} -> [bold]{verdict.word}[/]")
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar over `total` steps; yields `say(text)`, one step each."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("benchmark", total=total)
+
+        def say(text: str) -> None:
+            progress.update(task, description=text, advance=1)
+            progress.console.log(text)
+
+        yield say

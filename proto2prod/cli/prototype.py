@@ -1,0 +1,133 @@
+"""The prototype command: a Gradio or Streamlit app, in-process or in front of the service."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from proto2prod.cli.output import console, user_errors
+from proto2prod.errors import InvalidArgument
+
+
+def prototype(
+    model_file: Annotated[
+        str | None,
+        typer.Argument(help="The model definition (FILE.py[:Class]); not needed with --backend."),
+    ] = None,
+    ui: Annotated[str, typer.Option(help="gradio or streamlit.")] = "gradio",
+    model: Annotated[
+        str | None, typer.Option(help="Weights from the registry, e.g. digits@staging.")
+    ] = None,
+    train: Annotated[
+        bool, typer.Option(help="Train now for the weights (the default without --model).")
+    ] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Weights trained elsewhere (.safetensors, .pt, .pth, .bin)."),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Call the service at this URL instead of running the model here."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: Gradio 7860, Streamlit 8501).")
+    ] = None,
+    share: Annotated[
+        bool, typer.Option(help="Gradio share link (needs internet and --auth).")
+    ] = False,
+    auth: Annotated[
+        str | None, typer.Option(help="USER:PASSWORD required to open the Gradio app.")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Gradio queue concurrency_limit; 0: no limit (see README)."),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Gradio max_batch_size.")] = None,
+) -> None:
+    """Run a Gradio or Streamlit app for a model: in-process, or in front of the service."""
+    import os
+    import sys
+
+    with user_errors():
+        from proto2prod.errors import MissingExtra
+        from proto2prod.settings import PrototypeSettings, Settings
+
+        if ui not in ("gradio", "streamlit"):
+            raise InvalidArgument(f"--ui {ui!r}: choose gradio or streamlit")
+        if concurrency is not None and concurrency < 0:
+            raise InvalidArgument(f"--concurrency {concurrency}: give 1 or more, or 0 for no limit")
+        if backend is None and model_file is None:
+            raise InvalidArgument("give a MODEL_FILE to run in-process, or --backend URL")
+        if sum(map(bool, (model, train, weights))) > 1:
+            raise InvalidArgument("--model, --weights and --train each say where weights come from")
+        if share and ui == "gradio" and not auth:
+            raise InvalidArgument(
+                "--share publishes the app on the internet: add --auth USER:PASSWORD"
+            )
+        credentials = tuple(auth.split(":", 1)) if auth else None
+        if credentials is not None and len(credentials) != 2:
+            raise InvalidArgument("--auth must be USER:PASSWORD")
+        if importlib.util.find_spec(ui) is None:
+            raise MissingExtra(ui, "ui")
+        config = PrototypeSettings(
+            definition=None if backend else model_file,
+            model=model,
+            weights=str(weights.absolute()) if weights else None,
+            backend=backend,
+        )
+        if ui == "streamlit":
+            args = [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                _streamlit_script(),
+                "--server.address",
+                host,
+                "--server.port",
+                str(port or 8501),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--client.showErrorDetails",
+                "false",
+                "--server.maxUploadSize",
+                "10",
+            ]
+            os.execvpe(args[0], args, {**os.environ, **config.environ()})
+        from proto2prod.prototype import gradio_app
+        from proto2prod.prototype.backends import in_process, remote
+
+        if backend:
+            runner, spec = remote(backend)
+        else:
+            assert model_file is not None
+            runner, spec = in_process(
+                model_file, model_ref=model, weights=weights, settings=Settings.from_env()
+            )
+        app_ = gradio_app.build(spec, runner, concurrency=concurrency, batch_size=batch_size)
+    url = gradio_app.launch(
+        app_,
+        host=host,
+        port=port or 7860,
+        share=share,
+        auth=credentials,
+        block=False,  # type: ignore[arg-type]
+    )
+    where = f"the service at {backend}" if backend else "the model in-process"
+    console.print(f"{spec.title}: {url} (answers from {where}); Ctrl-C stops it")
+    try:
+        app_.block_thread()
+    except KeyboardInterrupt:
+        app_.close()
+
+
+def _streamlit_script() -> str:
+    from proto2prod import prototype
+
+    return str(Path(prototype.__file__).with_name("streamlit_app.py"))

@@ -1,0 +1,150 @@
+"""The service's commands: serve (BentoML, following an alias) and build (a Bento)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from proto2prod.cli.output import console, open_registry, user_errors
+from proto2prod.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from proto2prod.registry import ModelRef
+
+
+def serve(
+    model: Annotated[str, typer.Argument(help="What to serve: NAME@ALIAS, NAME/VERSION or NAME.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    definition: Annotated[
+        str | None,
+        typer.Option(
+            help="The installed model definition to run (FILE.py[:Class] or module:Class); "
+            "default: the entry point recorded when the version was published.",
+            envvar="PROTO2PROD_DEFINITION",
+        ),
+    ] = None,
+    poll_s: Annotated[
+        float | None, typer.Option(help="Seconds between alias checks.", envvar="PROTO2PROD_POLL_S")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes, each with the model and its own batcher; with several "
+            "GPUs, one GPU each.",
+            envvar="PROTO2PROD_WORKERS",
+        ),
+    ] = None,
+) -> None:
+    """Serve a registered model over HTTP with BentoML; follows its alias live."""
+    import importlib.util
+    import os
+    import sys
+
+    with user_errors():
+        from proto2prod.errors import MissingExtra
+        from proto2prod.registry.reference import ModelRef
+
+        ModelRef.parse(model)
+        if importlib.util.find_spec("bentoml") is None:
+            raise MissingExtra("bentoml", "serve")
+        env = {**os.environ, "PROTO2PROD_MODEL": model}
+        if definition:
+            env["PROTO2PROD_DEFINITION"] = definition
+        if poll_s is not None:
+            env["PROTO2PROD_POLL_S"] = str(poll_s)
+        if workers is not None:
+            if workers < 1:
+                raise InvalidArgument(f"--workers {workers}: give 1 or more worker processes")
+            env["PROTO2PROD_WORKERS"] = str(workers)
+        _check_service_settings(env)
+    # BentoML's CLI, with this service's own metrics folder (proto2prod/service/launch.py)
+    args = [sys.executable, "-m", "proto2prod.service.launch", "serve"]
+    args += ["proto2prod.service.app:ModelService"]
+    args += ["--host", host, "--port", str(port)]
+    console.print(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    sys.stdout.flush()
+    os.execvpe(args[0], args, env)  # BentoML gets our signals (Ctrl-C, SIGTERM) directly
+
+
+def _check_service_settings(env: dict[str, str]) -> None:
+    """Fail here, in one line, rather than in a BentoML worker that its arbiter respawns:
+    the settings, the GPU when one is required, and the definition that will serve."""
+    import os
+    import sys
+
+    from proto2prod.errors import DeviceUnavailable, gpu_required_message
+    from proto2prod.registry import ModelRef, Registry
+    from proto2prod.service.runtime import find_definition
+    from proto2prod.settings import ServiceSettings, Settings
+
+    config = ServiceSettings.from_env(env)
+    if config.require_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(gpu_required_message())
+    registry = Registry(Settings.from_env(env))
+    if os.getcwd() not in sys.path:  # `bentoml serve` imports from its working directory too
+        sys.path.insert(0, os.getcwd())
+    find_definition(config, registry, ModelRef.parse(config.model))
+
+
+def build(
+    model: Annotated[
+        str, typer.Argument(help="What the Bento serves: NAME@ALIAS or NAME/VERSION.")
+    ],
+    definition: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model definition file; default: the one recorded with the version, "
+            "when it is on this machine."
+        ),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            help="More files for the Bento, relative to the definition's folder (glob "
+            "patterns, repeatable): the local modules the definition imports.",
+        ),
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="The Bento's version (default: BentoML generates one).")
+    ] = None,
+) -> None:
+    """Build a Bento of the service for your definition (then `bentoml containerize`)."""
+    with user_errors():
+        from proto2prod.registry.reference import ModelRef
+        from proto2prod.service.bento import build_bento
+
+        ref = ModelRef.parse(model)
+        if definition is None:
+            definition = _recorded_definition(ref)
+        built = build_bento(ref, definition, include=tuple(include or ()), version=version)
+    console.print(f"built Bento [bold]{built.tag}[/]: {', '.join(built.files)}")
+    console.print(
+        f"serve it:  bentoml serve {built.tag}  (with MLFLOW_TRACKING_URI or PROTO2PROD_HOME "
+        f"pointing at the registry)\nan image:  bentoml containerize {built.tag}  (needs Docker)",
+        highlight=False,
+    )
+
+
+def _recorded_definition(ref: ModelRef) -> Path:
+    """The definition file recorded with the version, if this machine has it."""
+    entry = open_registry().resolve(ref, with_metrics=False).tags.get("proto2prod.entry", "")
+    target = entry.rpartition(":")[0]
+    if target.endswith(".py"):
+        path: Path | None = Path(target)
+    else:
+        spec = importlib.util.find_spec(target) if target else None
+        path = Path(spec.origin) if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise InvalidArgument(
+            f"{ref} was published from {entry or 'an unknown definition'}, which is not on "
+            f"this machine; pass --definition FILE.py"
+        )
+    return path

@@ -1,0 +1,29 @@
+"""The service's own Prometheus metrics, beside BentoML's (all at `/metrics`)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import bentoml
+
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="proto2prod_batch_size",
+    documentation="Items per forward pass",
+    labelnames=["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+REQUESTS = bentoml.metrics.Counter(
+    name="proto2prod_requests",
+    documentation="Prediction requests by model version and HTTP status",
+    labelnames=["model", "version", "status"],
+)
+
+
+def count_request(model: str, version: str, status: int) -> None:
+    with contextlib.suppress(Exception):  # metrics must never fail a request
+        REQUESTS.labels(model=model, version=version, status=status).inc()
+
+
+def record_batch(model: str, version: str, size: int) -> None:
+    with contextlib.suppress(Exception):
+        BATCH_SIZE.labels(model=model, version=version).observe(size)
