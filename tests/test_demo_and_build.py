@@ -39,9 +39,12 @@ def test_demo_trains_registers_serves_and_answers(tmp_path: Path) -> None:
 
 
 def _bind(port: int) -> int:
+    """Bind `port` as a server restarting on it would (SO_REUSEADDR): fails only while a
+    socket still holds it, not for the closed connections the OS keeps in TIME_WAIT."""
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         return int(s.getsockname()[1])
 
