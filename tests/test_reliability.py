@@ -154,7 +154,10 @@ def test_overload_is_429_or_503_with_retry_after_and_health_still_answers(
         responses = [f.result() for f in futures]
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 429, 503}, codes
-    assert codes.count(200) >= 4 and 429 in codes and 503 in codes, codes
+    # Which refusal a request meets depends on timing: 429 when 12 are inside at once, 503
+    # when the 4-item queue is full (here the usual one). Both carry Retry-After; the 429
+    # path alone is pinned down in test_seams.py.
+    assert codes.count(200) >= 4 and {429, 503} & set(codes), codes
     for r in responses:
         if r.status_code != 200:
             assert int(r.headers["Retry-After"]) >= 1, r.headers

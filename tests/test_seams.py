@@ -145,3 +145,32 @@ def test_an_uploaded_png_goes_on_as_its_own_bytes_and_other_formats_as_png(
     assert converted.startswith(b"\x89PNG")
     with PILImage.open(io.BytesIO(converted)) as img:
         assert np.array_equal(np.asarray(img.convert("L")), pixels)
+
+
+def test_past_the_concurrency_limit_the_next_request_gets_429() -> None:
+    import asyncio
+
+    async def main() -> list[httpx.Response]:
+        release = asyncio.Event()
+
+        async def slow(inputs: list[Any], deadline: float, small: bool) -> Answer:
+            await release.wait()
+            return Answer(200, {"outputs": inputs})
+
+        endpoint = PredictEndpoint(
+            Starlette(), answerer=lambda: slow,
+            limits=Limits(max_concurrency=1, max_inflight_bytes=10_000, body_timeout_s=5,
+                          timeout_s=5),
+        )  # fmt: skip
+        transport = httpx.ASGITransport(app=endpoint)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = asyncio.create_task(client.post("/predict", json={"inputs": [1]}))
+            await asyncio.sleep(0.05)  # the first is inside, waiting
+            second = await client.post("/predict", json={"inputs": [2]})
+            release.set()
+            return [await first, second]
+
+    first, second = asyncio.run(main())
+    assert first.status_code == 200
+    assert second.status_code == 429 and second.headers["retry-after"] == "1"
+    assert "PROTO2PROD_MAX_CONCURRENCY" in second.json()["message"]
