@@ -207,4 +207,12 @@ def _experiment(registry: Registry, name: str) -> str:
         location = None
         if registry.settings.embedded:
             location = (registry.settings.artifact_root / name).as_uri()
-        return str(client.create_experiment(experiment_name, artifact_location=location))
+        try:
+            return str(client.create_experiment(experiment_name, artifact_location=location))
+        except _mlflow_error():
+            # Another first publish created it meanwhile (MLflow reports that as its SQL
+            # store's integrity error): use theirs; if there is none, the error was other.
+            found = client.get_experiment_by_name(experiment_name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
