@@ -49,8 +49,8 @@ def card_plan(plan: Plan) -> Plan:
 
 
 def run(plan: Plan, out: Path, say: runner.Say, *, gpu: str | None = None) -> dict[str, Any]:
-    """The card for `plan.device`; `gpu` names the device when it is not CUDA's (the test
-    runs the whole card on the CPU, to prove the command a GPU machine will run)."""
+    """The card for `plan.device`; `gpu` is the device's name when the caller has it (the
+    CLI asks before starting anything; the test runs the whole card on the CPU)."""
     device = plan.device or "cuda"
     results: dict[str, Any] = {
         "machine": {**runner.machine(), "gpu": gpu or gpu_name(device)},

@@ -73,13 +73,14 @@ def bench(
             scenarios=scenarios, quick=quick, device=device,
         )  # fmt: skip
         card = (device or "").startswith("cuda")
+        gpu = None
         if card:
-            gpu_card.gpu_name(device or "cuda")  # no GPU: one line, before anything starts
+            gpu = gpu_card.gpu_name(device or "cuda")  # no GPU: one line, before anything
             gpu_card.card_plan(plan)
         folder = out or Path("reports") / _time.strftime("%Y%m%d-%H%M%S")
     with _progress(plan.steps()) as say:
         if card:
-            gpu_card.run(plan, folder, say)
+            gpu_card.run(plan, folder, say, gpu=gpu)
             console.print(f"GPU run card: {folder / 'gpu.md'}")
             return
         results = runner.run(plan, folder, say)

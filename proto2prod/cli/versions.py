@@ -119,12 +119,14 @@ def register(
 
 def _train(definition: Definition, progress: BarProgress, quick: bool) -> Trained:
     """The user's `train()`, whose failures are theirs to fix: one line naming it."""
-    from proto2prod.errors import DefinitionError
+    from proto2prod.errors import DefinitionError, Proto2ProdError
     from proto2prod.model import Trained
 
     try:
         trained = definition.model.train(progress, quick=quick)
-    except Exception as exc:
+    except Proto2ProdError:
+        raise  # ours already says what to do, with its own exit code
+    except Exception as exc:  # the user's code: one line naming train(), exit 2, no traceback
         raise DefinitionError(f"train() raised {type(exc).__name__}: {exc}",
                               where=definition.entry) from exc  # fmt: skip
     if not isinstance(trained, Trained):
