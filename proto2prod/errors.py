@@ -24,7 +24,7 @@
         ├── PayloadTooLarge, TooManyItems 413
         ├── UnsupportedMediaType 415
         ├── TooManyRequests 429
-        ├── InvalidOutput 500
+        ├── InvalidOutput, ModelFailed 500
         ├── NotReady, Overloaded 503
         └── Timeout 504
 
@@ -219,6 +219,13 @@ class TooManyRequests(Refused):
 
 
 class InvalidOutput(Refused):
+    status = 500
+
+
+class ModelFailed(Refused):
+    """The forward pass raised: every request in its batch gets this (logged with the
+    traceback: the definition's bug, or a broken version)."""
+
     status = 500
 
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from proto2prod.errors import SettingsError
 
@@ -180,6 +181,31 @@ class ServiceSettings:
     """`PROTO2PROD_WORKERS`: BentoML worker processes, each with the model, its own batcher
     and, with several GPUs, its own GPU (worker i on `cuda:(i-1) % gpus`). One worker
     saturates one GPU for most models; add workers for CPU-bound preprocessing."""
+    webhook_secret: str | None = None
+    """`PROTO2PROD_WEBHOOK_SECRET`: the secret MLflow signs its registry webhooks with;
+    `POST /admin/registry-events` is disabled without it."""
+    shadow: str | None = None
+    """`PROTO2PROD_SHADOW`: an alias whose version also runs, after the champion has
+    answered and only when the model is idle, on a sample of requests; the two are compared."""
+    shadow_rate: float = 0.1
+    """`PROTO2PROD_SHADOW_RATE`: the share of requests (0 < rate <= 1) the shadow also runs."""
+    shadow_log_s: float = 60.0
+    """`PROTO2PROD_SHADOW_LOG_S`: how often the shadow or canary comparison goes to MLflow."""
+    canary: str | None = None
+    """`PROTO2PROD_CANARY`: an alias whose version answers `canary_percent` % of requests."""
+    canary_percent: float = 0.0
+    """The canary's share of requests in percent (`--canary ALIAS:PERCENT`)."""
+    canary_window: int = 200
+    """`PROTO2PROD_CANARY_WINDOW`: the latest requests per side the canary is judged on."""
+    canary_min_requests: int = 50
+    """`PROTO2PROD_CANARY_MIN_REQUESTS`: requests each side must have answered in the window
+    before the canary is judged at all."""
+    canary_max_error_delta: float = 0.02
+    """`PROTO2PROD_CANARY_MAX_ERROR_DELTA`: the canary is rolled back when its error rate
+    (5xx answers) exceeds the champion's by more than this (0.02: 2 percentage points)."""
+    canary_max_p99_ratio: float = 1.5
+    """`PROTO2PROD_CANARY_MAX_P99_RATIO`: ... or when its p99 latency exceeds the champion's
+    times this."""
 
     def __post_init__(self) -> None:
         if self.poll_max_s < self.poll_s:
@@ -200,6 +226,23 @@ class ServiceSettings:
                 f"PROTO2PROD_MAX_BODY_MB={self.max_body_mb:g}: a body under the limit could "
                 f"never be held; raise the first or lower the second"
             )
+        if not 0 < self.shadow_rate <= 1:
+            raise SettingsError(
+                f"PROTO2PROD_SHADOW_RATE={self.shadow_rate:g}: give a share of requests, "
+                f"0 < rate <= 1 (0.1: one request in ten)"
+            )
+        if self.shadow and self.canary:
+            raise SettingsError(
+                "give either a shadow (PROTO2PROD_SHADOW) or a canary (PROTO2PROD_CANARY), "
+                "not both: run the shadow first, then the canary"
+            )
+        served = self.model.rpartition("@")[2] if "@" in self.model else None
+        for alias in (self.shadow, self.canary):
+            if alias is not None and alias == served:
+                raise SettingsError(
+                    f"the shadow or canary alias '{alias}' is the alias being served; "
+                    f"name the challenger's alias (e.g. challenger)"
+                )
 
     @property
     def wants_gpu(self) -> bool:
@@ -255,7 +298,40 @@ class ServiceSettings:
             access_log=_bool(env, "PROTO2PROD_ACCESS_LOG", False),
             drain_s=_float(env, "PROTO2PROD_DRAIN_S", 2.0, zero_ok=True),
             workers=_positive_int(env, "PROTO2PROD_WORKERS", 1),
+            webhook_secret=env.get("PROTO2PROD_WEBHOOK_SECRET") or None,
+            shadow=env.get("PROTO2PROD_SHADOW") or None,
+            shadow_rate=_float(env, "PROTO2PROD_SHADOW_RATE", 0.1),
+            shadow_log_s=_float(env, "PROTO2PROD_SHADOW_LOG_S", 60.0),
+            **_canary(env.get("PROTO2PROD_CANARY") or ""),
+            canary_window=_positive_int(env, "PROTO2PROD_CANARY_WINDOW", 200),
+            canary_min_requests=_positive_int(env, "PROTO2PROD_CANARY_MIN_REQUESTS", 50),
+            canary_max_error_delta=_float(
+                env, "PROTO2PROD_CANARY_MAX_ERROR_DELTA", 0.02, zero_ok=True
+            ),
+            canary_max_p99_ratio=_float(env, "PROTO2PROD_CANARY_MAX_P99_RATIO", 1.5),
         )
+
+    @property
+    def challenger(self) -> str | None:
+        """The alias of the second version the service runs (shadow or canary), if any."""
+        return self.shadow or self.canary
+
+
+def _canary(raw: str) -> dict[str, Any]:
+    """`ALIAS:PERCENT` (`challenger:10`) -> the canary's settings; empty: no canary."""
+    if not raw.strip():
+        return {}
+    alias, sep, percent = raw.strip().rpartition(":")
+    try:
+        share = float(percent)
+    except ValueError:
+        share = -1.0
+    if not sep or not alias or not 0 < share <= 100:
+        raise SettingsError(
+            f"PROTO2PROD_CANARY={raw!r}: give ALIAS:PERCENT with 0 < PERCENT <= 100, "
+            f"e.g. challenger:10"
+        )
+    return {"canary": alias, "canary_percent": share}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -112,7 +112,7 @@ def publish(
     check_weights(model, trained.weights)  # before anything is written to the registry
 
     client = registry.client
-    experiment_id = _experiment(registry, model.name)
+    experiment_id = experiment_for(registry, model.name)
     with tempfile.TemporaryDirectory(prefix="proto2prod-publish-") as tmp:
         files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION)}
         save_safetensors(trained.weights, files[WEIGHTS])
@@ -196,7 +196,7 @@ def _register(registry: Registry, name: str, info: Any, run_id: str, tags: dict[
     )
 
 
-def _experiment(registry: Registry, name: str) -> str:
+def experiment_for(registry: Registry, name: str) -> str:
     """One experiment per model; in the embedded store its artifacts live under the home."""
     experiment_name = f"proto2prod/{name}"
     client = registry.client

@@ -15,6 +15,7 @@ No `from __future__ import annotations` here: BentoML reads the real types of `p
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, cast
@@ -27,6 +28,7 @@ from proto2prod.definition import Definition
 from proto2prod.errors import (
     CacheUnavailable,
     InvalidInput,
+    ModelFailed,
     NotReady,
     Overloaded,
     RegistryUnavailable,
@@ -39,8 +41,9 @@ from proto2prod.service.batcher import MicroBatcher
 from proto2prod.service.config import CONFIG, MODEL_NAME, SETTINGS
 from proto2prod.service.http import Answer, BodyLimit
 from proto2prod.service.predict import Limits, PredictEndpoint
+from proto2prod.service.rollout import Rollout
 from proto2prod.service.routes import routes
-from proto2prod.service.runtime import ModelRuntime, find_definition
+from proto2prod.service.runtime import Loaded, ModelRuntime, find_definition
 from proto2prod.startup import configure_process
 
 log = logging.getLogger("proto2prod.service")
@@ -71,7 +74,7 @@ class PredictResponse(BaseModel):
 _service: "ModelService | None" = None  # the instance, for the plain Starlette routes
 
 
-@bentoml.asgi_app(routes(lambda: _service, CONFIG.admin_token), path="/")
+@bentoml.asgi_app(routes(lambda: _service, CONFIG.admin_token, CONFIG.webhook_secret), path="/")
 @bentoml.service(
     name="proto2prod",
     # No `max_concurrency` here: BentoML's answers 429 without Retry-After; ours does
@@ -100,6 +103,10 @@ class ModelService:
             max_queue=CONFIG.max_queue,
             on_batch=self._record_batch,
         )
+        self.rollout: Rollout | None = None
+        if CONFIG.challenger:
+            self.rollout = Rollout(SETTINGS, CONFIG, DEFINITION, REGISTRY, self.runtime,
+                                   self.batcher, worker=worker)  # fmt: skip
         # Validation and preprocessing of large requests, off the event loop: two threads,
         # since both hold the GIL most of the time (more would only queue for it).
         self._preparers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
@@ -108,10 +115,23 @@ class ModelService:
         self.server: dict[str, str] = {}
         _service = self
 
-    def _record_batch(self, predictor: Any, size: int) -> None:
+    def _record_batch(self, predictor: Any, size: int, seconds: float) -> None:
+        if self.rollout is not None:
+            self.rollout.on_batch(predictor, size, seconds)
         current = self.runtime.current
-        version = current.version if current and current.predictor is predictor else "old"
+        if current and current.predictor is predictor:
+            version = current.version
+        else:  # the challenger's, or a version swapped out while its batch ran
+            other = self.rollout.runtime.current if self.rollout else None
+            version = other.version if other and other.predictor is predictor else "old"
         metrics.record_batch(MODEL_NAME, version, size)
+
+    def runtimes(self) -> dict[str, ModelRuntime]:
+        """Each alias the service follows and its runtime (the webhook's targets)."""
+        followed = {self.runtime.ref.alias or "": self.runtime}
+        if self.rollout is not None:
+            followed[self.rollout.alias] = self.rollout.runtime
+        return followed
 
     @bentoml.on_startup
     async def start_polling(self) -> None:
@@ -119,6 +139,9 @@ class ModelService:
         self.server = lifecycle.server_stack(loop)
         log.info("HTTP: uvicorn on %s + %s", self.server["loop"], self.server["http"])
         self._tasks.append(asyncio.create_task(self._poll(), name="proto2prod-poller"))
+        if self.rollout is not None:
+            log_task = asyncio.create_task(self.rollout.log_forever(), name="proto2prod-rollout")
+            self._tasks.append(log_task)
         lifecycle.drain_on_sigterm(loop, CONFIG.drain_s, self._start_draining)
 
     def _start_draining(self) -> bool:
@@ -132,24 +155,35 @@ class ModelService:
         """Load, then follow the alias, forever: no failure ends this task. Each is logged
         in one line with its reason (a traceback only for what is our own bug), counted in
         /metadata, and retried with back-off; a failed start-up is retried by the checks."""
-        await self._guarded(self.runtime.start, "start-up")
+        await self._guarded(self.runtime, self.runtime.start, "start-up")
+        if self.rollout is not None:
+            challenger = self.rollout.runtime
+            await self._guarded(challenger, challenger.start, f"{self.rollout.kind} start-up")
         lifecycle.settle_garbage_collector()
         while True:
             await asyncio.sleep(self.runtime.next_poll_in())
-            await self._guarded(self.runtime.check, "registry check")
+            for alias, runtime in self.runtimes().items():
+                await self._guarded(runtime, runtime.check, f"registry check of {alias or 'it'}")
 
-    async def _guarded(self, step: Callable[[], object], what: str) -> None:
+    async def check_now(self, alias: str) -> None:
+        """A registry event says `alias` moved: the poll's check, at once (webhooks)."""
+        runtime = self.runtimes().get(alias)
+        if runtime is not None:
+            await self._guarded(runtime, runtime.check, f"registry event for {alias}")
+
+    @staticmethod
+    async def _guarded(runtime: ModelRuntime, step: Callable[[], object], what: str) -> None:
         try:
             await asyncio.to_thread(step)
         except (RegistryUnavailable, CacheUnavailable) as exc:  # counted by the runtime
             log.warning("%s failed (%d in a row; next in %.0f s): %s", what,
-                        self.runtime.failures, self.runtime.next_poll_in(), exc)  # fmt: skip
+                        runtime.failures, runtime.next_poll_in(), exc)  # fmt: skip
         except Exception as exc:  # our own bug, or the user's definition: keep going
-            self.runtime.failures += 1
-            self.runtime.last_error = f"{type(exc).__name__}: {exc}"
-            if self.runtime.current is None:
-                self.runtime.not_ready_reason = f"{what} failed: {self.runtime.last_error}"
-            log.exception("%s failed (%d in a row); retrying", what, self.runtime.failures)
+            runtime.failures += 1
+            runtime.last_error = f"{type(exc).__name__}: {exc}"
+            if runtime.current is None:
+                runtime.not_ready_reason = f"{what} failed: {runtime.last_error}"
+            log.exception("%s failed (%d in a row); retrying", what, runtime.failures)
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
@@ -167,31 +201,47 @@ class ModelService:
         # The declaration gives /docs the fields' schema and BentoML's clients the route;
         # `PredictEndpoint` answers POST /predict before BentoML's dispatch is reached.
         loop = asyncio.get_running_loop()
-        answer = await self.answer(inputs, loop.time() + CONFIG.timeout_s, False)
+        answer = await self.answer(inputs, loop.time() + CONFIG.timeout_s, False, None)
         return JSONResponse(answer.body, answer.status, headers=answer.headers)  # type: ignore[return-value]
 
-    async def answer(self, inputs: list[Any], deadline: float, small: bool) -> Answer:
+    async def answer(
+        self, inputs: list[Any], deadline: float, small: bool, key: str | None
+    ) -> Answer:
         """Validate, preprocess and batch `inputs` on the current version, by `deadline`.
 
         `small` requests are prepared on the event loop (cheaper than a thread hop); others
         in the preparation threads, which stop between items once the deadline has passed,
-        so no request can stall the event loop or outlive its timeout by much.
+        so no request can stall the event loop or outlive its timeout by much. `key` (the
+        `X-Request-Key` header) keeps a client on one side of a canary.
         """
         loaded = self.runtime.current  # this request stays on this version
         if loaded is None:
             reason = self.runtime.not_ready_reason or "no model loaded yet"
             return self._count(Answer.of(NotReady(reason)), "none")
+        if self.rollout is None:
+            answer, _ = await self._answer_on(loaded, inputs, deadline, small)
+            return self._count(answer, loaded.version)
+        loaded, canary = self.rollout.pick(loaded, key)
+        started = time.perf_counter()
+        answer, prepared = await self._answer_on(loaded, inputs, deadline, small)
+        self.rollout.answered(loaded, canary, time.perf_counter() - started, answer, prepared)
+        return self._count(answer, loaded.version)
+
+    async def _answer_on(
+        self, loaded: Loaded, inputs: list[Any], deadline: float, small: bool
+    ) -> tuple[Answer, list[Any]]:
+        """The answer of `loaded` to `inputs`, and the prepared items (a shadow reuses them)."""
         version = loaded.version
         if not inputs:
-            empty = InvalidInput("inputs", "the list is empty", "at least one item")
-            return self._count(Answer.of(empty), version)
+            return Answer.of(InvalidInput("inputs", "the list is empty", "at least one item")), []
         if len(inputs) > CONFIG.max_items:
-            return self._count(Answer.of(TooManyItems(
+            return Answer.of(TooManyItems(
                 f"{len(inputs)} items in one request; the limit is {CONFIG.max_items} "
                 f"(PROTO2PROD_MAX_ITEMS): send them in several requests",
                 field="inputs", index=None,
-            )), version)  # fmt: skip
+            )), []  # fmt: skip
         loop = asyncio.get_running_loop()
+        prepared: list[Any] = []
         try:
             if small:
                 prepared = loaded.predictor.prepare_each(inputs)
@@ -204,14 +254,20 @@ class ModelService:
                 self.batcher.submit(loaded.predictor, prepared), deadline - loop.time()
             )
         except (InvalidInput, Overloaded) as exc:
-            return self._count(Answer.of(exc), version)
+            return Answer.of(exc), prepared
         except TimeoutError:
-            return self._count(Answer.of(Timeout(
+            return Answer.of(Timeout(
                 f"the request was not answered within {CONFIG.timeout_s:g} s "
                 "(PROTO2PROD_TIMEOUT_S)"
-            )), version)  # fmt: skip
+            )), prepared  # fmt: skip
+        except Exception as exc:  # the forward pass raised: the version's or our bug
+            log.exception("the forward pass of %s/%s failed", MODEL_NAME, version)
+            return Answer.of(ModelFailed(
+                f"the model's forward pass failed ({type(exc).__name__}); the service's log "
+                f"has the traceback"
+            )), prepared  # fmt: skip
         body = {"outputs": outputs, "model": MODEL_NAME, "version": version}
-        return self._count(Answer(200, body, {"X-Model-Version": version}), version)
+        return Answer(200, body, {"X-Model-Version": version}), prepared
 
     async def _prepare_off_loop(self, predictor: Any, inputs: list[Any], deadline: float) -> list:
         loop = asyncio.get_running_loop()

@@ -7,12 +7,16 @@ with while a swap happens; and BentoML's dispatcher costs more per request than 
 (docs/architecture.md; measured in the benchmark). The batch size adapts to load:
 whatever is queued when the model becomes free goes in (up to `max_batch_size`); a batch
 that is not full waits at most `wait_ms` for company.
+
+Idle work (a shadow's requests, `submit_idle`) has its own bounded queue and runs only when
+no request is waiting: a request that arrives meanwhile waits for one idle batch at most.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +46,8 @@ class MicroBatcher(Generic[K]):
         max_batch_size: int = 32,
         wait_ms: float = 1.0,
         max_queue: int = 1024,
-        on_batch: Callable[[K, int], None] | None = None,
+        on_batch: Callable[[K, int, float], None] | None = None,
+        max_idle_queue: int = 64,
     ) -> None:
         self._run = run
         self.max_batch_size = max_batch_size
@@ -51,6 +56,10 @@ class MicroBatcher(Generic[K]):
         self._on_batch = on_batch
         self._pending: collections.deque[_Entry[K]] = collections.deque()
         self._queued_items = 0
+        self._idle: collections.deque[_Entry[K]] = collections.deque()
+        self._idle_items = 0
+        self.max_idle_queue = max_idle_queue
+        """Items of idle work that may wait; more are dropped (`submit_idle` says so)."""
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         # One thread: the forward pass uses torch's own intra-op threads.
@@ -67,10 +76,7 @@ class MicroBatcher(Generic[K]):
                 f"{self._queued_items} items are already waiting for the model (its queue is "
                 f"bounded by PROTO2PROD_MAX_QUEUE); retry shortly"
             )
-        loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done():
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._loop(), name="proto2prod-batcher")
+        loop = self._started()
         size = self.max_batch_size
         entries = [
             _Entry(key, items[i : i + size], loop.create_future())
@@ -90,35 +96,64 @@ class MicroBatcher(Generic[K]):
             raise
         return [output for part in parts for output in part]
 
-    def _take(self) -> tuple[K, list[_Entry[K]]]:
+    def submit_idle(self, key: K, items: Sequence[Any]) -> asyncio.Future[list[Any]] | None:
+        """Results for `items`, computed only when no `submit`ted request is waiting; None
+        when the idle queue is full (the work is dropped, never queued unboundedly)."""
+        if not items or len(items) > self.max_batch_size:
+            return None
+        if self._idle_items + len(items) > self.max_idle_queue:
+            return None
+        loop = self._started()
+        entry = _Entry(key, items, loop.create_future())
+        self._idle.append(entry)
+        self._idle_items += len(items)
+        assert self._wake is not None
+        self._wake.set()
+        return entry.future
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done():
+            self._wake = asyncio.Event()
+            self._worker = loop.create_task(self._loop(), name="proto2prod-batcher")
+        return loop
+
+    def _take(self, queue: collections.deque[_Entry[K]]) -> tuple[K, list[_Entry[K]]]:
         """The first entry's key, and as many entries with that key as fit one batch."""
-        first = self._pending.popleft()
+        first = queue.popleft()
         taken, size, keep = [first], len(first.items), collections.deque[_Entry[K]]()
-        while self._pending:
-            entry = self._pending.popleft()
+        while queue:
+            entry = queue.popleft()
             if entry.key is first.key and size + len(entry.items) <= self.max_batch_size:
                 taken.append(entry)
                 size += len(entry.items)
             else:
                 keep.append(entry)
-        self._pending.extendleft(reversed(keep))
-        self._queued_items -= size
+        queue.extendleft(reversed(keep))
+        if queue is self._pending:
+            self._queued_items -= size
+        else:
+            self._idle_items -= size
         return first.key, taken
 
     async def _loop(self) -> None:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         while True:
-            while not self._pending:
+            while not self._pending and not self._idle:
                 self._wake.clear()
                 await self._wake.wait()
-            if self.wait_s and self._queued_items < self.max_batch_size:
-                await asyncio.sleep(self.wait_s)
-            key, entries = self._take()
+            if self._pending:
+                if self.wait_s and self._queued_items < self.max_batch_size:
+                    await asyncio.sleep(self.wait_s)
+                key, entries = self._take(self._pending)
+            else:
+                key, entries = self._take(self._idle)
             entries = [e for e in entries if not e.future.done()]  # cancelled: skip
             if not entries:
                 continue
             items = [item for e in entries for item in e.items]
+            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._run, key, items)
             except Exception as exc:  # the forward pass failed: every request in it fails
@@ -127,7 +162,7 @@ class MicroBatcher(Generic[K]):
                         e.future.set_exception(exc)
                 continue
             if self._on_batch is not None:
-                self._on_batch(key, len(items))
+                self._on_batch(key, len(items), time.perf_counter() - started)
             start = 0
             for e in entries:
                 if not e.future.done():

@@ -14,8 +14,8 @@ answers `POST /predict` itself, in order:
 2. **Admission**: a slot is taken only once the body is whole (429 with Retry-After past
    `PROTO2PROD_MAX_CONCURRENCY`).
 3. **Parse**: JSON; large bodies are parsed in a worker thread.
-4. **Answer**: `answer(inputs, deadline)`, the service's model-specific part (validation,
-   preprocessing off the loop, batching, the version), under the request's deadline.
+4. **Answer**: `answer(inputs, deadline, small, key)`, the service's model-specific part
+   (validation, preprocessing off the loop, batching, the version), under the deadline.
 
 The `@bentoml.api` declaration of `/predict` stays: it gives `/docs` the fields' schema and
 BentoML's clients their route; its calls land here.
@@ -50,9 +50,10 @@ PARSE_INLINE_BYTES = 256 * 1024
 a worker thread, so one large body never stalls the others."""
 
 
-Answerer = Callable[[list[Any], float, bool], Awaitable[Answer]]
-"""`answer(inputs, deadline, small)`: `deadline` is on the event loop's clock (`loop.time()`);
-`small` says the body was small enough to validate and preprocess on the event loop."""
+Answerer = Callable[[list[Any], float, bool, str | None], Awaitable[Answer]]
+"""`answer(inputs, deadline, small, key)`: `deadline` is on the event loop's clock
+(`loop.time()`); `small` says the body was small enough to validate and preprocess on the
+event loop; `key` is the `X-Request-Key` header (a canary keeps a key on one side)."""
 
 SMALL_BODY_BYTES = 16 * 1024
 """A body this small holds at most a few thousand numbers: validating it on the event loop
@@ -102,7 +103,7 @@ class PredictEndpoint:
                 body, held = await self._read_body(receive)
             except _ClientGone:
                 return
-            answer = await self._admit_and_answer(body)
+            answer = await self._admit_and_answer(body, _request_key(scope))
         except Refused as refused:
             answer = Answer.of(refused)
         finally:
@@ -146,7 +147,7 @@ class PredictEndpoint:
             self.inflight_bytes -= held
             raise
 
-    async def _admit_and_answer(self, body: bytes) -> Answer:
+    async def _admit_and_answer(self, body: bytes, key: str | None) -> Answer:
         if self.inside >= self.limits.max_concurrency:
             return Answer.of(TooManyRequests(
                 f"{self.inside} requests are being served, the limit is "
@@ -162,9 +163,16 @@ class PredictEndpoint:
             small = len(body) <= SMALL_BODY_BYTES and not any(
                 isinstance(x, str) and len(x) > SMALL_STRING_CHARS for x in inputs
             )
-            return await answer(inputs, deadline, small)
+            return await answer(inputs, deadline, small, key)
         finally:
             self.inside -= 1
+
+
+def _request_key(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-key":
+            return value.decode("latin-1")
+    return None
 
 
 async def _parse(body: bytes) -> list[Any]:

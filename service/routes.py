@@ -1,10 +1,11 @@
-"""The service's plain Starlette routes beside `/predict`: `GET /metadata` and the admin
-token's `POST /admin/reload`."""
+"""The service's plain Starlette routes beside `/predict`: `GET /metadata`, the admin
+token's `POST /admin/reload` and MLflow's signed `POST /admin/registry-events`."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -17,27 +18,81 @@ from proto2prod.errors import (
     AdminDisabled,
     CacheUnavailable,
     NotReady,
+    Refused,
     RegistryUnavailable,
     Unauthorized,
 )
+from proto2prod.service import webhooks
 from proto2prod.service.http import error_response
+
+log = logging.getLogger("proto2prod.service")
 
 
 class Served(Protocol):
     """What the routes need of the running service."""
 
     runtime: Any
+    rollout: Any
     server: dict[str, str]
 
+    def runtimes(self) -> dict[str, Any]: ...
 
-def routes(service: Callable[[], Served | None], admin_token: str | None) -> Starlette:
+    async def check_now(self, alias: str) -> None: ...
+
+
+def routes(
+    service: Callable[[], Served | None], admin_token: str | None, webhook_secret: str | None
+) -> Starlette:
     """`service()` is the running service once BentoML has made it (None before)."""
+    seen = webhooks.SeenDeliveries()
+    checks: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
 
     async def metadata(_: Request) -> JSONResponse:
         current = service()
         if current is None:
             return error_response(NotReady("the service is starting"))
-        return JSONResponse({**current.runtime.metadata(), "server": current.server})
+        rollout = current.rollout.metadata() if current.rollout is not None else None
+        return JSONResponse(
+            {**current.runtime.metadata(), "rollout": rollout, "server": current.server}
+        )
+
+    async def registry_event(request: Request) -> JSONResponse:
+        """An MLflow webhook delivery: verified, then the poll's check for the alias, now.
+
+        Answered before the check runs (202): MLflow waits for the answer with a timeout
+        and retries on errors; the check (download, verify, warm-up) may take longer.
+        """
+        if webhook_secret is None:
+            return error_response(AdminDisabled(
+                "set PROTO2PROD_WEBHOOK_SECRET (the secret given to proto2prod webhook "
+                "create) to receive registry events"
+            ))  # fmt: skip
+        body = await request.body()
+        try:
+            delivery = webhooks.verify(request.headers, body, webhook_secret)
+            event = webhooks.parse(delivery, body)
+        except Refused as refused:
+            log.warning("refused a registry event: %s", refused)
+            return error_response(refused)
+        current = service()
+        if event is None:
+            return JSONResponse({"accepted": False, "reason": "not an alias event"})
+        if not seen.first_time(delivery):
+            return JSONResponse({"accepted": False, "reason": f"delivery {delivery} seen"})
+        if current is None:
+            return error_response(NotReady("the service is starting; the poll will catch up"))
+        runtime = current.runtimes().get(event.alias)
+        if runtime is None or event.name != runtime.ref.name:
+            return JSONResponse({"accepted": False, "reason": (
+                f"{event.name}@{event.alias} is not followed here "
+                f"({', '.join(str(r.ref) for r in current.runtimes().values())})"
+            )})  # fmt: skip
+        log.info("registry event %s: %s@%s -> %s; checking now", event.event, event.name,
+                 event.alias, event.version)  # fmt: skip
+        task = asyncio.create_task(current.check_now(event.alias))
+        checks.add(task)
+        task.add_done_callback(checks.discard)
+        return JSONResponse({"accepted": True, "checking": str(runtime.ref)}, status_code=202)
 
     async def admin_reload(request: Request) -> JSONResponse:
         if admin_token is None:
@@ -63,5 +118,6 @@ def routes(service: Callable[[], Served | None], admin_token: str | None) -> Sta
         routes=[
             Route("/metadata", metadata, methods=["GET"]),
             Route("/admin/reload", admin_reload, methods=["POST"]),
+            Route("/admin/registry-events", registry_event, methods=["POST"]),
         ]
     )

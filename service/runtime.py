@@ -102,8 +102,12 @@ class ModelRuntime:
         registry: Registry | None = None,
         *,
         worker: int = 1,
+        drop_when_gone: bool = False,
     ) -> None:
         self.config = config
+        self.drop_when_gone = drop_when_gone
+        """Unload when the reference no longer resolves (a challenger whose alias was
+        deleted); the champion keeps serving what it has."""
         self.worker = worker
         """BentoML's worker index (1-based): which GPU this process takes."""
         self.definition = definition
@@ -210,6 +214,9 @@ class ModelRuntime:
             except (ModelNotFound, RegistryError) as exc:
                 self.registry_reachable = True
                 self.last_error = str(exc)
+                if self.drop_when_gone and isinstance(exc, ModelNotFound) and self.current:
+                    log.warning("%s no longer resolves (%s): unloaded", self.ref, exc)
+                    self.current = None
                 if self.current is None:
                     self.not_ready_reason = str(exc)
                     log.error("%s", exc)

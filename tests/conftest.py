@@ -33,6 +33,15 @@ def digits_quick(digits: Definition) -> Trained:
     return digits.model.train(NullProgress(), quick=True)
 
 
+WEBHOOK_DELIVERY = {
+    # What a tracking server needs to deliver webhooks to a service on loopback (README),
+    # besides a Fernet key for the secrets it stores.
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "1",  # a webhook created by a test is used at once
+}
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` (SQLite behind it, artifacts served) on a free loopback port."""
@@ -44,7 +53,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
     ]  # fmt: skip
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    from cryptography.fernet import Fernet  # MLflow's dependency: it encrypts webhook secrets
+
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **WEBHOOK_DELIVERY,
+           "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode()}  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with server(args, f"{url}/health", root / "server.log", env=env, timeout=120):
         yield url

@@ -1,7 +1,8 @@
 """A model whose forward pass sleeps as long as its input says: overload, timeout and
 shutdown tests need a model that is slow on demand, and fast for everything else.
 
-Input: a number of seconds. Output: twice the input. A batch sleeps for its largest item.
+Input: a number of seconds. Output: twice the input. A batch sleeps for its largest item,
+plus the `delay` in its weights (0 when trained; a slow version for the canary tests).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ class Sleep(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.ones(1))
+        self.delay = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(float(x.max()))
+        time.sleep(float(x.max()) + float(self.delay))
         return x * self.scale
 
 

@@ -36,14 +36,17 @@ def app(answer: Any, *, max_bytes: int = 1000, max_concurrency: int = 4) -> Test
     return TestClient(BodyLimit(inner, max_bytes=max_bytes, json_paths=("/predict",)))
 
 
-async def echo(inputs: list[Any], deadline: float, small: bool) -> Answer:
-    return Answer(200, {"outputs": inputs, "small": small})
+async def echo(inputs: list[Any], deadline: float, small: bool, key: str | None) -> Answer:
+    return Answer(200, {"outputs": inputs, "small": small, "key": key})
 
 
 def test_predict_layers_answer_each_refusal_with_its_status() -> None:
     client = app(echo)
     ok = client.post("/predict", json={"inputs": [1, 2]})
-    assert ok.status_code == 200 and ok.json() == {"outputs": [1, 2], "small": True}
+    assert ok.status_code == 200
+    assert ok.json() == {"outputs": [1, 2], "small": True, "key": None}
+    keyed = client.post("/predict", json={"inputs": [1]}, headers={"X-Request-Key": "user-7"})
+    assert keyed.json()["key"] == "user-7"  # what keeps a client on one side of a canary
     cases = [
         ({"content": b"x" * 2000, "headers": {"content-type": "application/json"}}, 413,
          "PayloadTooLarge"),
@@ -60,7 +63,9 @@ def test_predict_layers_answer_each_refusal_with_its_status() -> None:
 
 
 def test_refusals_that_should_be_retried_say_when() -> None:
-    async def overloaded(inputs: list[Any], deadline: float, small: bool) -> Answer:
+    async def overloaded(
+        inputs: list[Any], deadline: float, small: bool, key: str | None
+    ) -> Answer:
         return Answer.of(Overloaded("too much waiting; retry shortly"))
 
     response = app(overloaded).post("/predict", json={"inputs": [1]})
@@ -153,7 +158,7 @@ def test_past_the_concurrency_limit_the_next_request_gets_429() -> None:
     async def main() -> list[httpx.Response]:
         release = asyncio.Event()
 
-        async def slow(inputs: list[Any], deadline: float, small: bool) -> Answer:
+        async def slow(inputs: list[Any], deadline: float, small: bool, key: str | None) -> Answer:
             await release.wait()
             return Answer(200, {"outputs": inputs})
 

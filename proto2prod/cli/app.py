@@ -1,5 +1,5 @@
 """`proto2prod`: the command line. Each command lives in the module named after its job
-(versions.py, serving.py, prototype.py, bench.py, demo.py); this module assembles them.
+(versions.py, rollouts.py, serving.py, prototype.py, bench.py, demo.py); this module assembles them.
 
 Every command reads its settings from the environment (`PROTO2PROD_HOME`,
 `MLFLOW_TRACKING_URI`) through `Settings`; a failure prints one line and exits with the
@@ -15,6 +15,7 @@ from proto2prod.cli.bench import bench
 from proto2prod.cli.demo import demo
 from proto2prod.cli.output import user_errors
 from proto2prod.cli.prototype import prototype
+from proto2prod.cli.rollouts import compare, webhook
 from proto2prod.cli.serving import build, serve
 from proto2prod.cli.versions import promote, register, rollback, train, versions
 
@@ -26,9 +27,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command in (train, register, versions, promote, rollback, serve, build, prototype, bench,
-                demo):  # fmt: skip
+for command in (train, register, versions, promote, rollback, compare, serve, build, prototype,
+                bench, demo):  # fmt: skip
     app.command()(command)
+app.add_typer(webhook)
 
 
 @app.callback()

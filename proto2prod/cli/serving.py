@@ -12,7 +12,8 @@ from proto2prod.cli.output import console, open_registry, user_errors
 from proto2prod.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from proto2prod.registry import ModelRef
+    from proto2prod.definition import Definition
+    from proto2prod.registry import ModelRef, Registry
 
 
 def serve(
@@ -38,6 +39,30 @@ def serve(
             envvar="PROTO2PROD_WORKERS",
         ),
     ] = None,
+    shadow: Annotated[
+        str | None,
+        typer.Option(
+            help="An alias (e.g. challenger) whose version also runs on a sample of requests, "
+            "after the champion has answered and only when the model is idle; compared in "
+            "/metadata and MLflow.",
+            envvar="PROTO2PROD_SHADOW",
+        ),
+    ] = None,
+    shadow_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of requests the shadow runs (0 < rate <= 1; default 0.1).",
+            envvar="PROTO2PROD_SHADOW_RATE",
+        ),
+    ] = None,
+    canary: Annotated[
+        str | None,
+        typer.Option(
+            help="ALIAS:PERCENT (e.g. challenger:10): that alias's version answers PERCENT % "
+            "of requests, and loses them when it does worse than the champion.",
+            envvar="PROTO2PROD_CANARY",
+        ),
+    ] = None,
 ) -> None:
     """Serve a registered model over HTTP with BentoML; follows its alias live."""
     import importlib.util
@@ -60,6 +85,10 @@ def serve(
             if workers < 1:
                 raise InvalidArgument(f"--workers {workers}: give 1 or more worker processes")
             env["PROTO2PROD_WORKERS"] = str(workers)
+        options = {"PROTO2PROD_SHADOW": shadow, "PROTO2PROD_CANARY": canary}
+        env.update({k: v for k, v in options.items() if v})
+        if shadow_rate is not None:
+            env["PROTO2PROD_SHADOW_RATE"] = str(shadow_rate)
         _check_service_settings(env)
     # BentoML's CLI, with this service's own metrics folder (proto2prod/service/launch.py)
     args = [sys.executable, "-m", "proto2prod.service.launch", "serve"]
@@ -90,7 +119,26 @@ def _check_service_settings(env: dict[str, str]) -> None:
     registry = Registry(Settings.from_env(env))
     if os.getcwd() not in sys.path:  # `bentoml serve` imports from its working directory too
         sys.path.insert(0, os.getcwd())
-    find_definition(config, registry, ModelRef.parse(config.model))
+    ref = ModelRef.parse(config.model)
+    definition = find_definition(config, registry, ref)
+    if config.challenger:
+        _check_challenger(registry, ModelRef(ref.name, config.challenger), definition)
+
+
+def _check_challenger(registry: Registry, ref: ModelRef, definition: Definition) -> None:
+    """The shadow's or canary's alias exists and its fields are the definition's; with the
+    registry unreachable the service checks it when it can (and serves the champion)."""
+    from proto2prod.errors import IncompatibleVersion, RegistryUnavailable
+
+    try:
+        info = registry.resolve(ref, with_metrics=False)
+    except RegistryUnavailable:
+        return
+    if info.spec and info.spec != definition.model.spec():
+        raise IncompatibleVersion(
+            f"{ref} is version {info.version}, published with other fields than "
+            f"{definition.entry}: a challenger must take and give what the champion does"
+        )
 
 
 def build(
