@@ -115,8 +115,9 @@ def test_numbers_agree_within_one_percent() -> None:
 
 def test_shadow_totals() -> None:
     stats = ShadowStats("1", "2", rate=1.0)
-    stats.add([{"label": "a", "scores": {"a": 1.0}}] * 3,
-              [{"label": "a", "scores": {"a": 0.5}}] * 2 + [{"label": "b", "scores": {"b": 1}}])  # fmt: skip
+    agree = {"label": "a", "scores": {"a": 0.5}}
+    differ = {"label": "b", "scores": {"b": 1}}
+    stats.add([{"label": "a", "scores": {"a": 1.0}}] * 3, [agree, agree, differ])
     stats.champion_time.add(4, 0.004)
     summary = stats.summary()
     assert summary["compared"] == 3
