@@ -12,7 +12,7 @@ from proto2prod.errors import InvalidArgument
 ARCHITECTURES = [
     "gradio", "prototype", "asgi", "decoupled", "service", "bentoml-batchable", "mlflow",
 ]  # fmt: skip
-SCENARIOS = ["update", "memory", "queue"]
+SCENARIOS = ["update", "memory", "queue", "shadow", "webhook"]
 EXAMPLES = models.EXAMPLES
 
 
@@ -32,6 +32,10 @@ class Plan:
     scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
     update_seconds: float = 40.0
     memory_counts: tuple[int, ...] = (1, 2, 4)
+    promotions: int = 10
+    """Promotions timed by webhook, and again by poll (the webhook scenario)."""
+    poll_s: float = 10.0
+    """The poll the webhook is compared with (the service's default)."""
     device: str | None = None
     """PROTO2PROD_DEVICE for every server and the raw limit (None: each picks CUDA when
     there is one)."""
@@ -116,7 +120,8 @@ class Plan:
         total = 0
         for model in self.models:
             image = self.images(model)
-            total += 1 + (len(self.scenarios) if image else 0)
+            per_model = [s for s in self.scenarios if image or s in ("shadow", "webhook")]
+            total += 1 + len(per_model)
             for arch in self.architectures:
                 total += 1 if arch in IMAGE_ONLY and not image else 2 + len(self.users)
         return total
@@ -132,5 +137,7 @@ class Plan:
             quick=True,
             update_seconds=20,
             memory_counts=(1, 2),
+            promotions=3,
+            poll_s=2.0,
             **kwargs,
         )

@@ -238,6 +238,55 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                 ],
             ),  # fmt: skip
         ]
+    for shadow in scenarios.get("shadow", []):
+        out += [
+            Heading(f"Shadow traffic: {shadow['model']}, {shadow['users']} users"),
+            Text(
+                "The same service and load; the second run also runs the challenger on "
+                "every request, after the champion has answered and only when the model "
+                "is idle (samples it has no idle time for are dropped and counted)."
+            ),
+            Table(
+                (
+                    "shadow",
+                    "req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "errors",
+                    "compared items",
+                    "dropped requests",
+                ),
+                [
+                    (
+                        r["shadow"],
+                        f"{r['rps']:.0f}",
+                        f"{r['p50_ms']:.1f}",
+                        f"{r['p99_ms']:.1f}",
+                        str(r["errors"]),
+                        _n(r["compared"]),
+                        _n(r["dropped"]),
+                    )
+                    for r in shadow["rows"]
+                ],
+            ),  # fmt: skip
+        ]
+    for hook in scenarios.get("webhook", []):
+        out += [
+            Heading(f"Promotion to answer: {hook['model']}, MLflow webhook against poll"),
+            Table(
+                ("delivery", "poll s", "median s", "max s", "each promotion (s)"),
+                [
+                    (
+                        mode,
+                        f"{hook[mode]['poll_s']:g}",
+                        f"{hook[mode]['median_s']:.2f}",
+                        f"{hook[mode]['max_s']:.2f}",
+                        ", ".join(f"{s:.2f}" for s in hook[mode]["seconds"]),
+                    )
+                    for mode in ("webhook", "poll")
+                ],
+            ),  # fmt: skip
+        ]
     for mem in scenarios.get("memory", []):
         out += [
             Heading(f"Memory: {mem['model']} (resident, whole process trees)"),
@@ -266,6 +315,10 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
             ),
         ]
     return out
+
+
+def _n(count: int | None) -> str:
+    return "-" if count is None else str(count)
 
 
 def _s(seconds: float | None) -> str:

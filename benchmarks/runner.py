@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from proto2prod.benchmarks import load, models, scenarios, targets
+from proto2prod.benchmarks import load, models, rollouts, scenarios, targets
 from proto2prod.benchmarks.plan import EXAMPLES, Plan
 from proto2prod.benchmarks.targets import IMAGE_ONLY, Placement
 
@@ -134,7 +134,14 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": [],
         "limits": [],
-        "scenarios": {"responsiveness": [], "update": [], "memory": [], "queue": []},
+        "scenarios": {
+            "responsiveness": [],
+            "update": [],
+            "memory": [],
+            "queue": [],
+            "shadow": [],
+            "webhook": [],
+        },  # fmt: skip
     }
     with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
         home = Path(tmp) / "home"
@@ -217,6 +224,18 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                         placement=placement,
                     )  # fmt: skip
                 )
+            if "shadow" in plan.scenarios:
+                say(f"{model}: the champion's throughput with a shadow at rate 1.0, and without")
+                results["scenarios"]["shadow"].append(rollouts.shadow(
+                    model, payload, users=max(plan.users), duration=plan.duration,
+                    warmup=plan.warmup, home=home, logs=logs, placement=placement,
+                ))  # fmt: skip
+            if "webhook" in plan.scenarios and model not in plan.refs:
+                say(f"{model}: {plan.promotions} promotions by MLflow webhook, then by poll")
+                results["scenarios"]["webhook"].append(rollouts.webhook(
+                    model, entry, payload, promotions=plan.promotions, poll_s=plan.poll_s,
+                    work=Path(tmp), logs=logs, placement=placement,
+                ))  # fmt: skip
             if "memory" in plan.scenarios and image:
                 say(f"{model}: resident memory of N replicas, both ways")
                 results["scenarios"]["memory"].append(

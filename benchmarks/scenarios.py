@@ -85,8 +85,10 @@ class Timeline:
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
+    """A server's environment: the registry under `home` unless `extra` names another."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {
+        **env,
         "PROTO2PROD_HOME": str(home),
         "PROTO2PROD_TORCH_THREADS": "1",
         "OMP_NUM_THREADS": "1",
@@ -95,20 +97,19 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         **extra,
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
 
 
 def _p2p(*args: str) -> list[str]:
     return [sys.executable, "-m", "proto2prod.cli", *args]
 
 
-def _promote(home: Path, model: str, version: str) -> None:
+def _promote(home: Path, model: str, version: str, alias: str = "production") -> None:
     """`proto2prod promote` (the registry client itself retries a briefly locked SQLite
     store, which the service's poller may be reading)."""
     done = subprocess.run(
-        _p2p("promote", model, version), env=_env(home), capture_output=True, text=True
-    )
+        _p2p("promote", model, version, "--alias", alias), env=_env(home),
+        capture_output=True, text=True,
+    )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"promoting {model}/{version} failed: {done.stderr.strip()}")
 

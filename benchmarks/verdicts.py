@@ -35,6 +35,10 @@ class Targets:
     service_mb: float = 700.0
     projection_error: float = 0.25
     """The CPU-cost projection of the decoupled pair against its measured req/s."""
+    shadow_share: float = 0.90
+    """The champion's req/s with a shadow at rate 1.0 over its req/s without one."""
+    webhook_median_s: float = 1.0
+    """Median seconds from a promote call to the new version answering, by webhook."""
 
 
 TARGETS = Targets()
@@ -83,6 +87,33 @@ def verdicts(results: dict[str, Any], t: Targets = TARGETS) -> list[Verdict]:
     out += _updates(results, t)
     out += _memory(results, t)
     out += _projections(results, t)
+    out += _rollouts(results, t)
+    return out
+
+
+def _rollouts(results: dict[str, Any], t: Targets) -> list[Verdict]:
+    out = []
+    for shadow in results["scenarios"].get("shadow", []):
+        without, with_ = shadow["rows"][0], shadow["rows"][1]
+        share = with_["rps"] / without["rps"] if without["rps"] else 0.0
+        out.append(Verdict(
+            f"{shadow['model']}, {shadow['users']} users: with a shadow at rate 1.0 the "
+            f"champion keeps >= {t.shadow_share:.0%} of its throughput",
+            f"{with_['rps']:.0f} vs {without['rps']:.0f} req/s ({share:.0%}); p99 "
+            f"{with_['p99_ms']:.1f} vs {without['p99_ms']:.1f} ms; {with_['compared']} items "
+            f"compared, {with_['dropped']} of {with_['sampled']} sampled requests dropped",
+            share >= t.shadow_share and with_["errors"] == 0,
+        ))  # fmt: skip
+    for hook in results["scenarios"].get("webhook", []):
+        pushed, polled = hook["webhook"], hook["poll"]
+        out.append(Verdict(
+            f"{hook['model']}: by MLflow webhook a promoted version answers within "
+            f"{t.webhook_median_s:g} s (median of {hook['promotions']})",
+            f"median {pushed['median_s']:.2f} s, max {pushed['max_s']:.2f} s (poll "
+            f"{pushed['poll_s']:g} s); by the {polled['poll_s']:g} s poll alone: median "
+            f"{polled['median_s']:.2f} s, max {polled['max_s']:.2f} s",
+            pushed["median_s"] < t.webhook_median_s,
+        ))  # fmt: skip
     return out
 
 

@@ -96,6 +96,11 @@ class MicroBatcher(Generic[K]):
             raise
         return [output for part in parts for output in part]
 
+    @property
+    def waiting(self) -> int:
+        """Items of requests waiting for the model (idle work not counted)."""
+        return self._queued_items
+
     def submit_idle(self, key: K, items: Sequence[Any]) -> asyncio.Future[list[Any]] | None:
         """Results for `items`, computed only when no `submit`ted request is waiting; None
         when the idle queue is full (the work is dropped, never queued unboundedly)."""

@@ -6,7 +6,8 @@ checks: a version with other fields is refused and the champion serves on) and e
 
 - **shadow**: after the champion has answered, a sample of requests (`shadow_rate`) also
   goes to the challenger, as idle work on the same batcher, so it never delays or fails a
-  champion answer; when there is no idle time the sample is dropped and counted;
+  champion answer; when there is no spare time (requests wait for the model, or the
+  CPU is busy: service/busy.py) the sample is dropped and counted;
 - **canary**: `canary_percent` % of requests are answered by the challenger
   (`service/canary.py` decides which, and rolls it back when it does worse).
 
@@ -30,6 +31,7 @@ from proto2prod.errors import Proto2ProdError
 from proto2prod.registry import Registry
 from proto2prod.registry.rollouts import ROLLED_BACK, RolloutRun
 from proto2prod.service.batcher import MicroBatcher
+from proto2prod.service.busy import Busy
 from proto2prod.service.canary import CanaryGuard
 from proto2prod.service.http import Answer
 from proto2prod.service.runtime import Loaded, ModelRuntime
@@ -80,6 +82,8 @@ class Rollout:
         self.log_error: str | None = None
         self._logging = threading.Lock()  # the periodic log and a rollback's own
         self._tasks: set[asyncio.Task[None]] = set()
+        self.load = Busy()
+        """Watched only with a shadow (`log_forever` starts it)."""
 
     # -- the pair -------------------------------------------------------------------------
     def _challenger(self) -> Loaded | None:
@@ -144,7 +148,9 @@ class Rollout:
         if self._random.random() >= shadow.rate:
             return
         shadow.sampled += 1
-        future = self.batcher.submit_idle(challenger.predictor, prepared)
+        future = None
+        if not self.load.busy and not self.batcher.waiting:  # spare time only
+            future = self.batcher.submit_idle(challenger.predictor, prepared)
         if future is None:
             shadow.dropped += 1
             return
@@ -226,7 +232,11 @@ class Rollout:
             run.log(self._metrics(), tags)
 
     async def log_forever(self) -> None:
-        """Every `shadow_log_s`, until the service stops."""
+        """Every `shadow_log_s`, until the service stops (and, for a shadow, watch how busy
+        the service is)."""
+        if self.kind == "shadow":
+            watch = asyncio.get_running_loop().create_task(self.load.watch())
+            self._tasks.add(watch)
         while True:
             await asyncio.sleep(self.config.shadow_log_s)
             await self._log_guarded()

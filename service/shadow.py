@@ -89,7 +89,7 @@ class ShadowStats:
     agreed: int = 0
     delta_sum: float = 0.0
     dropped: int = 0
-    """Sampled requests not shadowed because the model had no idle time for them."""
+    """Sampled requests not shadowed: the service had no spare time for them."""
     failed: int = 0
     """Sampled requests whose shadow forward pass raised."""
     champion_time: ForwardTime = field(default_factory=ForwardTime)

@@ -263,6 +263,14 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     assert [r["concurrency"] for r in queue["rows"]] == [8, 32, None]
     assert all(r["errors"] == 0 and r["rps"] > 0 for r in queue["rows"]), queue
     assert "## Scaling past this machine" in text and "## The remote front end's Gradio" in text
+    shadow = results["scenarios"]["shadow"][0]
+    assert [r["shadow"] for r in shadow["rows"]] == ["none", "shadow 1.0"]
+    assert all(r["errors"] == 0 and r["rps"] > 0 for r in shadow["rows"]), shadow
+    assert shadow["rows"][1]["compared"] > 0 and shadow["rows"][0]["compared"] is None
+    hook = results["scenarios"]["webhook"][0]
+    assert len(hook["webhook"]["seconds"]) == len(hook["poll"]["seconds"]) == 3
+    assert hook["webhook"]["max_s"] < 30  # its poll is 60 s: each came by webhook
+    assert "## Shadow traffic" in text and "## Promotion to answer" in text
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3  # each chart once
     assert "<table>" in page and "<pre>" not in page and "| claim |" not in page

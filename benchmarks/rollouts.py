@@ -1,0 +1,181 @@
+"""Rollout scenarios: what a shadow costs the champion, and how fast a promotion arrives by
+webhook against by poll.
+
+Shadow: the same service and load (Locust, the top user count) without a shadow and with
+`--shadow challenger --shadow-rate 1.0`; the shadow yields (it runs only when the model is
+idle), so the champion's throughput should barely move. Webhook: a real `mlflow server`
+delivers signed alias events to the service (poll 60 s, so only the webhook can be fast),
+then the same promotions by poll alone (the default 10 s; 2 s in a quick run); each timing
+runs from the promote call to the first answer of the new version, probed every 20 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from proto2prod.benchmarks import load
+from proto2prod.benchmarks.scenarios import _env, _p2p, _promote
+from proto2prod.benchmarks.targets import BIN, Placement, Target, free_port, process
+
+WEBHOOK_POLL_S = 60.0
+"""The poll while webhooks deliver: a fast swap can only have come by webhook."""
+
+
+def shadow(
+    model: str,
+    payload: Path,
+    *,
+    users: int,
+    duration: float,
+    warmup: float,
+    home: Path,
+    logs: Path,
+    placement: Placement,
+) -> dict[str, Any]:
+    """The champion under the same load without a shadow, then with one at rate 1.0."""
+    env = _env(home)
+    _promote(home, model, "1")
+    _promote(home, model, "2", alias="challenger")
+    rows = []
+    for mode, extra in (("none", []), ("shadow 1.0", ["--shadow", "challenger",
+                                                      "--shadow-rate", "1.0"])):  # fmt: skip
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = _p2p("serve", f"{model}@production", "--port", str(port), *extra)
+        log = logs / f"{model}-shadow-{mode.split()[0]}.log"
+        with process(placement.server(args), f"{url}/readyz", log, env) as pid:
+            if extra:  # the shadow loads after the champion is ready
+                _until(partial(_comparing, url), 120, "the shadow to load")
+            target = Target("service", url, "json", "/predict", "/livez", {"service": pid})
+            point = load.run(
+                target, payload, users=users, duration=duration, warmup=warmup,
+                placement=placement,
+            )  # fmt: skip
+            state = _rollout(url).get("shadow") if extra else None
+        rows.append({
+            "shadow": mode,
+            "rps": point.model.rps,
+            "p50_ms": point.model.p50_ms,
+            "p99_ms": point.model.p99_ms,
+            "errors": point.model.errors,
+            "compared": state["compared"] if state else None,
+            "sampled": state["sampled"] if state else None,
+            "dropped": state["dropped"] if state else None,
+        })  # fmt: skip
+    return {"model": model, "users": users, "rows": rows}
+
+
+def webhook(
+    model: str,
+    entry: str,
+    payload: Path,
+    *,
+    promotions: int,
+    poll_s: float,
+    work: Path,
+    logs: Path,
+    placement: Placement,
+) -> dict[str, Any]:
+    """Promotions by MLflow webhook (poll 60 s), then by the poll (`poll_s`) alone."""
+    from cryptography.fernet import Fernet
+
+    from proto2prod.registry import Registry
+    from proto2prod.settings import Settings
+
+    home = work / "webhook-home"
+    port = free_port()
+    tracking = f"http://127.0.0.1:{port}"
+    server_env = _env(
+        home,
+        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        MLFLOW_WEBHOOK_CACHE_TTL="1",
+    )
+    secret = secrets.token_hex(32)
+    env = _env(home, MLFLOW_TRACKING_URI=tracking, PROTO2PROD_WEBHOOK_SECRET=secret)
+    mlflow = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+              "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'webhook.db'}",
+              "--artifacts-destination", str(work / "webhook-artifacts")]  # fmt: skip
+    items = json.loads(payload.read_text())[:1]
+    results: dict[str, Any] = {"model": model, "promotions": promotions}
+    with process(mlflow, f"{tracking}/health", logs / "webhook-mlflow.log", server_env):
+        for alias in ("production", None):
+            train = _p2p("train", entry, "--quick", *(["--alias", alias] if alias else []))
+            subprocess.run(train, env=env, check=True, capture_output=True)
+        registry = Registry(Settings.from_env(env))
+        for mode, poll in (("webhook", WEBHOOK_POLL_S), ("poll", poll_s)):
+            registry.promote(model, "1")
+            svc_port = free_port()
+            url = f"http://127.0.0.1:{svc_port}"
+            serve = _p2p("serve", f"{model}@production", "--port", str(svc_port),
+                         "--poll-s", str(poll))  # fmt: skip
+            log = logs / f"{model}-update-{mode}.log"
+            with process(placement.server(serve), f"{url}/readyz", log, env):
+                hook_id = _create_webhook(model, url, env) if mode == "webhook" else None
+                try:
+                    seconds = _time_promotions(registry, model, url, items, promotions, poll)
+                finally:
+                    if hook_id is not None:
+                        subprocess.run(_p2p("webhook", "delete", hook_id), env=env,
+                                       check=True, capture_output=True)  # fmt: skip
+            results[mode] = {
+                "poll_s": poll,
+                "seconds": [round(s, 3) for s in seconds],
+                "median_s": statistics.median(seconds),
+                "max_s": max(seconds),
+            }
+    return results
+
+
+def _create_webhook(model: str, url: str, env: dict[str, str]) -> str:
+    created = subprocess.run(_p2p("webhook", "create", f"bench-{model}", "--url", url),
+                             env=env, check=True, capture_output=True, text=True)  # fmt: skip
+    time.sleep(1.5)  # the tracking server's webhook cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
+    return created.stdout.split()[1]
+
+
+def _time_promotions(
+    registry: Any, model: str, url: str, items: list[Any], count: int, poll_s: float
+) -> list[float]:
+    """Seconds from each promote call to the first answer of the promoted version."""
+    seconds = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+
+        def answers(version: str) -> bool:
+            return str(client.post("/predict", json={"inputs": items}).json()["version"]) == version
+
+        for i in range(count):
+            wanted = "2" if i % 2 == 0 else "1"
+            started = time.perf_counter()
+            registry.promote(model, wanted)
+            _until(partial(answers, wanted), 2 * poll_s + 30, f"version {wanted} to answer")
+            seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def _comparing(url: str) -> bool:
+    return bool(_rollout(url).get("comparing"))
+
+
+def _rollout(url: str) -> dict[str, Any]:
+    return httpx.get(f"{url}/metadata", timeout=10).json().get("rollout") or {}
+
+
+def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.02)
+    raise RuntimeError(f"not within {timeout:g} s: {what}")
