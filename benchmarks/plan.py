@@ -12,7 +12,7 @@ from proto2prod.errors import InvalidArgument
 ARCHITECTURES = [
     "gradio", "prototype", "asgi", "decoupled", "service", "bentoml-batchable", "mlflow",
 ]  # fmt: skip
-SCENARIOS = ["update", "memory", "queue", "shadow", "webhook"]
+SCENARIOS = ["update", "memory", "queue", "shadow", "drift", "webhook"]
 EXAMPLES = models.EXAMPLES
 
 
@@ -120,7 +120,7 @@ class Plan:
         total = 0
         for model in self.models:
             image = self.images(model)
-            per_model = [s for s in self.scenarios if image or s in ("shadow", "webhook")]
+            per_model = [s for s in self.scenarios if image or s in ("shadow", "drift", "webhook")]
             total += 1 + len(per_model)
             for arch in self.architectures:
                 total += 1 if arch in IMAGE_ONLY and not image else 2 + len(self.users)

@@ -258,7 +258,7 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                 ),
                 [
                     (
-                        r["shadow"],
+                        r["mode"],
                         f"{r['rps']:.0f}",
                         f"{r['p50_ms']:.1f}",
                         f"{r['p99_ms']:.1f}",
@@ -267,6 +267,23 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                         _n(r["dropped"]),
                     )
                     for r in shadow["rows"]
+                ],
+            ),  # fmt: skip
+        ]
+    for tracked in scenarios.get("drift", []):
+        out += [
+            Heading(f"Drift tracking: {tracked['model']}, {tracked['users']} users"),
+            Table(
+                ("drift tracking", "req/s", "p50 ms", "p99 ms", "errors"),
+                [
+                    (
+                        r["mode"],
+                        f"{r['rps']:.0f}",
+                        f"{r['p50_ms']:.1f}",
+                        f"{r['p99_ms']:.1f}",
+                        str(r["errors"]),
+                    )
+                    for r in tracked["rows"]
                 ],
             ),  # fmt: skip
         ]

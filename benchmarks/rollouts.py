@@ -1,5 +1,5 @@
-"""Rollout scenarios: what a shadow costs the champion, and how fast a promotion arrives by
-webhook against by poll.
+"""Rollout and guardrail scenarios: what a shadow and drift tracking cost the champion, and
+how fast a promotion arrives by webhook against by poll.
 
 Shadow: the same service and load (Locust, the top user count) without a shadow and with
 `--shadow challenger --shadow-rate 1.0`; the shadow yields (it runs only when the model is
@@ -27,43 +27,62 @@ from proto2prod.benchmarks import load
 from proto2prod.benchmarks.scenarios import _env, _p2p, _promote
 from proto2prod.benchmarks.targets import BIN, Placement, Target, free_port, process
 
+Mode = tuple[str, list[str], dict[str, str]]
+"""A name, extra `serve` options, extra environment."""
 WEBHOOK_POLL_S = 60.0
 """The poll while webhooks deliver: a fast swap can only have come by webhook."""
 
 
 def shadow(
-    model: str,
-    payload: Path,
-    *,
-    users: int,
-    duration: float,
-    warmup: float,
-    home: Path,
-    logs: Path,
-    placement: Placement,
-) -> dict[str, Any]:
+    model: str, payload: Path, *, users: int, duration: float, warmup: float, home: Path,
+    logs: Path, placement: Placement,
+) -> dict[str, Any]:  # fmt: skip
     """The champion under the same load without a shadow, then with one at rate 1.0."""
-    env = _env(home)
     _promote(home, model, "1")
     _promote(home, model, "2", alias="challenger")
+    modes: list[Mode] = [("none", [], {}),
+             ("shadow 1.0", ["--shadow", "challenger", "--shadow-rate", "1.0"], {})]  # fmt: skip
+    rows = _paired(model, payload, modes, users=users, duration=duration, warmup=warmup,
+                   home=home, logs=logs, placement=placement)  # fmt: skip
+    return {"model": model, "users": users, "rows": rows}
+
+
+def drift(
+    model: str, payload: Path, *, users: int, duration: float, warmup: float, home: Path,
+    logs: Path, placement: Placement,
+) -> dict[str, Any]:  # fmt: skip
+    """The service under the same load with drift tracking off, then on (the default)."""
+    _promote(home, model, "1")
+    modes: list[Mode] = [("off", [], {"PROTO2PROD_DRIFT": "0"}),
+                         ("on", [], {"PROTO2PROD_DRIFT": "1"})]  # fmt: skip
+    rows = _paired(model, payload, modes, users=users, duration=duration, warmup=warmup,
+                   home=home, logs=logs, placement=placement)  # fmt: skip
+    return {"model": model, "users": users, "rows": rows}
+
+
+def _paired(
+    model: str, payload: Path, modes: list[Mode], *,
+    users: int, duration: float, warmup: float, home: Path, logs: Path, placement: Placement,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One service per mode (extra `serve` options, environment), each under the same load."""
     rows = []
-    for mode, extra in (("none", []), ("shadow 1.0", ["--shadow", "challenger",
-                                                      "--shadow-rate", "1.0"])):  # fmt: skip
+    for mode, options, extra_env in modes:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        args = _p2p("serve", f"{model}@production", "--port", str(port), *extra)
-        log = logs / f"{model}-shadow-{mode.split()[0]}.log"
-        with process(placement.server(args), f"{url}/readyz", log, env) as pid:
-            if extra:  # the shadow loads after the champion is ready
+        args = _p2p("serve", f"{model}@production", "--port", str(port), *options)
+        log = logs / f"{model}-{mode.split()[0]}.log"
+        with process(placement.server(args), f"{url}/readyz", log, _env(home, **extra_env)) as pid:
+            shadowing = "--shadow" in options
+            if shadowing:  # the shadow loads after the champion is ready
                 _until(partial(_comparing, url), 120, "the shadow to load")
             target = Target("service", url, "json", "/predict", "/livez", {"service": pid})
             point = load.run(
                 target, payload, users=users, duration=duration, warmup=warmup,
                 placement=placement,
             )  # fmt: skip
-            state = _rollout(url).get("shadow") if extra else None
+            state = _rollout(url).get("shadow") if shadowing else None
         rows.append({
-            "shadow": mode,
+            "mode": mode,
             "rps": point.model.rps,
             "p50_ms": point.model.p50_ms,
             "p99_ms": point.model.p99_ms,
@@ -72,7 +91,7 @@ def shadow(
             "sampled": state["sampled"] if state else None,
             "dropped": state["dropped"] if state else None,
         })  # fmt: skip
-    return {"model": model, "users": users, "rows": rows}
+    return rows
 
 
 def webhook(

@@ -140,6 +140,7 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
             "memory": [],
             "queue": [],
             "shadow": [],
+            "drift": [],
             "webhook": [],
         },  # fmt: skip
     }
@@ -224,12 +225,15 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                         placement=placement,
                     )  # fmt: skip
                 )
-            if "shadow" in plan.scenarios:
-                say(f"{model}: the champion's throughput with a shadow at rate 1.0, and without")
-                results["scenarios"]["shadow"].append(rollouts.shadow(
-                    model, payload, users=max(plan.users), duration=plan.duration,
-                    warmup=plan.warmup, home=home, logs=logs, placement=placement,
-                ))  # fmt: skip
+            paired = (("shadow", rollouts.shadow, "with a shadow at rate 1.0, and without"),
+                      ("drift", rollouts.drift, "with drift tracking off, and on"))  # fmt: skip
+            for name, scenario, what in paired:
+                if name in plan.scenarios:
+                    say(f"{model}: the service's throughput {what}")
+                    results["scenarios"][name].append(scenario(
+                        model, payload, users=max(plan.users), duration=plan.duration,
+                        warmup=plan.warmup, home=home, logs=logs, placement=placement,
+                    ))  # fmt: skip
             if "webhook" in plan.scenarios and model not in plan.refs:
                 say(f"{model}: {plan.promotions} promotions by MLflow webhook, then by poll")
                 results["scenarios"]["webhook"].append(rollouts.webhook(

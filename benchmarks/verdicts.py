@@ -37,6 +37,8 @@ class Targets:
     """The CPU-cost projection of the decoupled pair against its measured req/s."""
     shadow_share: float = 0.90
     """The champion's req/s with a shadow at rate 1.0 over its req/s without one."""
+    drift_share: float = 0.95
+    """The service's req/s with drift tracking on over its req/s with it off."""
     webhook_median_s: float = 1.0
     """Median seconds from a promote call to the new version answering, by webhook."""
 
@@ -93,17 +95,22 @@ def verdicts(results: dict[str, Any], t: Targets = TARGETS) -> list[Verdict]:
 
 def _rollouts(results: dict[str, Any], t: Targets) -> list[Verdict]:
     out = []
-    for shadow in results["scenarios"].get("shadow", []):
-        without, with_ = shadow["rows"][0], shadow["rows"][1]
-        share = with_["rps"] / without["rps"] if without["rps"] else 0.0
-        out.append(Verdict(
-            f"{shadow['model']}, {shadow['users']} users: with a shadow at rate 1.0 the "
-            f"champion keeps >= {t.shadow_share:.0%} of its throughput",
-            f"{with_['rps']:.0f} vs {without['rps']:.0f} req/s ({share:.0%}); p99 "
-            f"{with_['p99_ms']:.1f} vs {without['p99_ms']:.1f} ms; {with_['compared']} items "
-            f"compared, {with_['dropped']} of {with_['sampled']} sampled requests dropped",
-            share >= t.shadow_share and with_["errors"] == 0,
-        ))  # fmt: skip
+    costs = (("shadow", "with a shadow at rate 1.0 the champion", t.shadow_share),
+             ("drift", "with drift tracking on the service", t.drift_share))  # fmt: skip
+    for name, claim, target in costs:
+        for paired in results["scenarios"].get(name, []):
+            without, with_ = paired["rows"]
+            share = with_["rps"] / without["rps"] if without["rps"] else 0.0
+            shadowed = (f"; {with_['compared']} items compared, {with_['dropped']} of "
+                        f"{with_['sampled']} sampled requests dropped"
+                        if with_.get("compared") is not None else "")  # fmt: skip
+            out.append(Verdict(
+                f"{paired['model']}, {paired['users']} users: {claim} keeps >= {target:.0%} "
+                "of its throughput",
+                f"{with_['rps']:.0f} vs {without['rps']:.0f} req/s ({share:.0%}); p99 "
+                f"{with_['p99_ms']:.1f} vs {without['p99_ms']:.1f} ms{shadowed}",
+                share >= target and with_["errors"] == 0,
+            ))  # fmt: skip
     for hook in results["scenarios"].get("webhook", []):
         pushed, polled = hook["webhook"], hook["poll"]
         out.append(Verdict(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -264,13 +265,17 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     assert all(r["errors"] == 0 and r["rps"] > 0 for r in queue["rows"]), queue
     assert "## Scaling past this machine" in text and "## The remote front end's Gradio" in text
     shadow = results["scenarios"]["shadow"][0]
-    assert [r["shadow"] for r in shadow["rows"]] == ["none", "shadow 1.0"]
+    assert [r["mode"] for r in shadow["rows"]] == ["none", "shadow 1.0"]
     assert all(r["errors"] == 0 and r["rps"] > 0 for r in shadow["rows"]), shadow
     assert shadow["rows"][1]["compared"] > 0 and shadow["rows"][0]["compared"] is None
+    tracked = results["scenarios"]["drift"][0]
+    assert [r["mode"] for r in tracked["rows"]] == ["off", "on"]
+    assert all(r["errors"] == 0 and r["rps"] > 0 for r in tracked["rows"]), tracked
     hook = results["scenarios"]["webhook"][0]
     assert len(hook["webhook"]["seconds"]) == len(hook["poll"]["seconds"]) == 3
     assert hook["webhook"]["max_s"] < 30  # its poll is 60 s: each came by webhook
     assert "## Shadow traffic" in text and "## Promotion to answer" in text
+    assert "## Drift tracking" in text
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3  # each chart once
     assert "<table>" in page and "<pre>" not in page and "| claim |" not in page
@@ -422,3 +427,26 @@ def test_the_gpu_run_card_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     card = (tmp_path / "gpu.md").read_text()
     assert "GPU: none (a CPU dry run) (cpu)" in card and "| digits | float16 | 4 |" in card
     assert json.loads((tmp_path / "gpu.json").read_text())["device"] == "cpu"
+
+
+def test_rollout_and_guardrail_verdicts() -> None:
+    def row(mode: str, rps: float, **extra: Any) -> dict[str, Any]:
+        return {"mode": mode, "rps": rps, "p50_ms": 5.0, "p99_ms": 9.0, "errors": 0, **extra}
+
+    shadowed = {"compared": 10, "sampled": 100, "dropped": 90}
+    results: dict[str, Any] = {"runs": [], "scenarios": {
+        "shadow": [{"model": "digits", "users": 32,
+                    "rows": [row("none", 1000, compared=None),
+                             row("shadow 1.0", 930, **shadowed)]}],
+        "drift": [{"model": "digits", "users": 32, "rows": [row("off", 1000), row("on", 940)]}],
+        "webhook": [{"model": "digits", "promotions": 10,
+                     "webhook": {"poll_s": 60, "median_s": 0.1, "max_s": 0.2, "seconds": []},
+                     "poll": {"poll_s": 10, "median_s": 5.0, "max_s": 9.9, "seconds": []}}],
+    }}  # fmt: skip
+    found = {v.claim.split(": ", 1)[1]: v for v in verdicts.verdicts(results)}
+    shadow = found["with a shadow at rate 1.0 the champion keeps >= 90% of its throughput"]
+    assert shadow.holds and "10 items compared, 90 of 100" in shadow.numbers
+    drift = found["with drift tracking on the service keeps >= 95% of its throughput"]
+    assert not drift.holds and "(94%)" in drift.numbers
+    hook = next(v for c, v in found.items() if "by MLflow webhook" in c)
+    assert hook.holds and "median 0.10 s" in hook.numbers and "median 5.00 s" in hook.numbers
