@@ -100,6 +100,7 @@ class Digits(proto2prod.Model):
             weights=net.state_dict(),
             metrics={"accuracy": accuracy, "final_loss": loss.item()},
             params={"epochs": epochs, "batch_size": batch, "lr": 2e-3, "seed": SEED},
+            reference_inputs=[np.rint(x).astype(int).tolist() for x in x_test],
         )
 
 

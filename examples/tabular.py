@@ -99,4 +99,5 @@ class Wine(proto2prod.Model):
             weights=net.state_dict(),
             metrics={"accuracy": float((predicted == y_test).mean()), "final_loss": loss.item()},
             params={"steps": steps, "lr": 1e-2, "hidden": 32, "seed": SEED},
+            reference_inputs=[row.tolist() for row in x_test],
         )

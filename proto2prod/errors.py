@@ -11,6 +11,7 @@
     ├── MissingExtra                       2    an optional dependency group is not installed
     ├── DeviceUnavailable            503   2    a GPU was required and torch sees none
     ├── CacheUnavailable             503  75    the local model cache cannot be written
+    ├── ServiceUnreachable           503  75    a service a command asks does not answer
     ├── RegistryError                      2    anything else about the MLflow registry
     │   ├── ModelNotFound            404   3    unknown model name, version or alias
     │   ├── RegistryUnavailable      503  75    the tracking server cannot be reached
@@ -19,8 +20,9 @@
     │   └── IncompatibleVersion      409   2    weights or fields that do not fit the definition
     └── Refused                            2    the service's answers to a request it will not
         ├── InvalidJSON, InvalidRequest 400     serve (body, size, load, time, credentials),
-        ├── Unauthorized 401, AdminDisabled 403 each with its status and, for the ones a
-        ├── RequestTimeout 408                  client should retry, `Retry-After`
+        ├── Unauthorized 401                    each with its status and, for the ones a
+        ├── AdminDisabled, KeyForbidden 403     client should retry, `Retry-After`
+        ├── RequestTimeout 408
         ├── PayloadTooLarge, TooManyItems 413
         ├── UnsupportedMediaType 415
         ├── TooManyRequests 429
@@ -140,6 +142,13 @@ class CacheUnavailable(Proto2ProdError):
     retry_after = 5
 
 
+class ServiceUnreachable(Proto2ProdError):
+    """A running proto2prod service did not answer a CLI command (`proto2prod drift`)."""
+
+    status = 503
+    exit_code = EXIT_RETRY
+
+
 class RegistryError(Proto2ProdError):
     """Base of the errors about the model registry."""
 
@@ -194,6 +203,12 @@ class Unauthorized(Refused):
 
 
 class AdminDisabled(Refused):
+    status = 403
+
+
+class KeyForbidden(Refused):
+    """A valid API key without the scope the route needs."""
+
     status = 403
 
 

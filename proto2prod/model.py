@@ -18,7 +18,7 @@ The file imports no UI or serving library.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -54,6 +54,10 @@ class Trained:
     weights: Mapping[str, torch.Tensor]
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    reference_inputs: Sequence[Any] | None = None
+    """Held-out inputs (JSON items, as `/predict` takes them): the version's reference
+    statistics are computed from them (else from `examples()`), and the service's drift
+    check compares live traffic with those."""
 
 
 class Model:

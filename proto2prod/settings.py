@@ -58,6 +58,12 @@ class Settings:
     sets MLflow's `MLFLOW_HTTP_REQUEST_TIMEOUT` (and retries its `..._MAX_RETRIES`)."""
     registry_retries: int = 2
     """Retries towards a tracking server (`PROTO2PROD_REGISTRY_RETRIES`)."""
+    keys_file: Path | None = None
+    """The service's API keys (`PROTO2PROD_KEYS_FILE`; by default `keys.json` in `home`)."""
+
+    def __post_init__(self) -> None:
+        if self.keys_file is None:
+            object.__setattr__(self, "keys_file", self.home / "keys.json")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +74,9 @@ class Settings:
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             registry_timeout_s=_float(env, "PROTO2PROD_REGISTRY_TIMEOUT_S", 10.0),
             registry_retries=_int(env, "PROTO2PROD_REGISTRY_RETRIES", 2),
+            keys_file=Path(env["PROTO2PROD_KEYS_FILE"]).expanduser().absolute()
+            if env.get("PROTO2PROD_KEYS_FILE")
+            else None,
         )
 
     def mlflow_environment(self) -> dict[str, str]:
@@ -206,6 +215,10 @@ class ServiceSettings:
     canary_max_p99_ratio: float = 1.5
     """`PROTO2PROD_CANARY_MAX_P99_RATIO`: ... or when its p99 latency exceeds the champion's
     times this."""
+    drift: bool = True
+    """`PROTO2PROD_DRIFT`: track live statistics against the version's reference."""
+    drift_window: int = 1000
+    """`PROTO2PROD_DRIFT_WINDOW`: live values kept per statistic (and items per MLflow log)."""
 
     def __post_init__(self) -> None:
         if self.poll_max_s < self.poll_s:
@@ -309,6 +322,8 @@ class ServiceSettings:
                 env, "PROTO2PROD_CANARY_MAX_ERROR_DELTA", 0.02, zero_ok=True
             ),
             canary_max_p99_ratio=_float(env, "PROTO2PROD_CANARY_MAX_P99_RATIO", 1.5),
+            drift=_bool(env, "PROTO2PROD_DRIFT", True),
+            drift_window=_positive_int(env, "PROTO2PROD_DRIFT_WINDOW", 1000),
         )
 
     @property

@@ -59,14 +59,21 @@ class Remote:
     """A thin client of the service's `/predict` (decoupled): no torch, no registry here."""
 
     def __init__(
-        self, url: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self.source = self.url
+        # A service with API keys wants one on /predict and /metadata (PROTO2PROD_API_KEY).
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client: httpx.Client = httpx.Client(
-            base_url=self.url, timeout=timeout, transport=transport
+            base_url=self.url, timeout=timeout, transport=transport, headers=headers
         )
 
     def metadata(self) -> dict[str, Any]:
@@ -74,6 +81,12 @@ class Remote:
 
         try:
             response = self.client.get("/metadata")
+            if response.status_code in (401, 403):
+                raise Proto2ProdError(
+                    f"{self.url} wants an API key ({response.status_code}: "
+                    f"{self._explain(response)}); set PROTO2PROD_API_KEY to a key from: "
+                    f"proto2prod keys create NAME"
+                )
             response.raise_for_status()
             return dict(response.json())
         except httpx.HTTPError as exc:
@@ -188,8 +201,11 @@ def in_process(
     return InProcess(predictor, version), UISpec.from_model(model)
 
 
-def remote(url: str) -> tuple[Remote, UISpec]:
+def remote(url: str, api_key: str | None = None) -> tuple[Remote, UISpec]:
+    """The service's thin client; `api_key` defaults to `PROTO2PROD_API_KEY`."""
+    import os
+
     from proto2prod.prototype.spec import UISpec
 
-    backend = Remote(url)
+    backend = Remote(url, api_key=api_key or os.environ.get("PROTO2PROD_API_KEY") or None)
     return backend, UISpec.from_metadata(backend.metadata())

@@ -23,7 +23,7 @@ from typing import Any
 
 from proto2prod.errors import CacheUnavailable, IntegrityError
 from proto2prod.registry.client import Registry, VersionInfo, _mlflow_error, unreachable
-from proto2prod.registry.publish import WEIGHTS, sha256_file
+from proto2prod.registry.publish import REFERENCE, WEIGHTS, sha256_file
 from proto2prod.registry.reference import ModelRef
 
 
@@ -37,6 +37,17 @@ class LocalVersion:
     @property
     def weights(self) -> Path:
         return self.path / WEIGHTS
+
+    def reference(self) -> dict[str, Any] | None:
+        """The version's reference statistics, verified; None for a version published
+        without them (before proto2prod recorded them)."""
+        expected = self.info.sha256.get(REFERENCE)
+        if not expected:
+            return None
+        path = self.path / REFERENCE
+        verify(path, expected, what=f"{self.info.name}/{self.info.version}")
+        document: dict[str, Any] = json.loads(path.read_text())
+        return document
 
 
 def cache_root(registry: Registry) -> Path:
@@ -114,11 +125,13 @@ def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
         with registry.errors(f"downloading {what}"):
             location = _artifact_location(registry, info)
             try:
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{location}/artifacts/{WEIGHTS}",
-                    dst_path=str(staging),
-                    tracking_uri=registry.uri,
-                )
+                for name in (WEIGHTS, REFERENCE):
+                    if name in info.sha256:
+                        mlflow.artifacts.download_artifacts(
+                            artifact_uri=f"{location}/artifacts/{name}",
+                            dst_path=str(staging),
+                            tracking_uri=registry.uri,
+                        )
             except (OSError, _mlflow_error()) as exc:
                 if _disk_problem(exc):
                     raise _cache_unavailable(exc, target.parent, what) from None
@@ -132,7 +145,9 @@ def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
                     f"{what}: {WEIGHTS} is missing from the artifact store "
                     f"or unreadable ({first_line}); publish the version again"
                 ) from None
-        verify(staging / WEIGHTS, info.sha256[WEIGHTS], what=what)
+        for name, digest in info.sha256.items():
+            if name in (WEIGHTS, REFERENCE):
+                verify(staging / name, digest, what=what)
         with _disk(target.parent, what):
             (staging / "version.json").write_text(json.dumps(_describe(info), indent=2))
             try:

@@ -29,6 +29,8 @@ from proto2prod.registry.reference import check_alias
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 WEIGHTS = "weights.safetensors"
 DEFINITION = "definition.py"
+REFERENCE = "reference_stats.json"
+"""Reference statistics of inputs and outputs (proto2prod/statistics.py): drift checks."""
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,15 @@ def publish(
     client = registry.client
     experiment_id = experiment_for(registry, model.name)
     with tempfile.TemporaryDirectory(prefix="proto2prod-publish-") as tmp:
-        files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION)}
+        files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION),
+                 REFERENCE: Path(tmp, REFERENCE)}  # fmt: skip
         save_safetensors(trained.weights, files[WEIGHTS])
         files[DEFINITION].write_text(definition.source)
-        # Only what is verified when read: the service and the cache check the weights
-        # (registry/cache.py); the logged definition is for MLflow's own tools only.
-        digests = {WEIGHTS: sha256_file(files[WEIGHTS])}
+        files[REFERENCE].write_text(json.dumps(_reference(model, trained)))
+        # Only what is verified when read: the service and the cache check the weights and
+        # the reference statistics (registry/cache.py); the logged definition is for
+        # MLflow's own tools only.
+        digests = {name: sha256_file(files[name]) for name in (WEIGHTS, REFERENCE)}
         spec = model.spec()
         tags = {
             f"{TAG}.entry": definition.entry,
@@ -142,6 +147,7 @@ def publish(
                     artifacts={
                         "weights": str(files[WEIGHTS]),
                         "definition": str(files[DEFINITION]),
+                        "reference": str(files[REFERENCE]),
                     },
                     input_example=model.examples()[:1],
                     pip_requirements=_pip_requirements(),
@@ -175,6 +181,17 @@ def publish(
                 raise
             raise RegistryError(f"setting alias '{alias}' failed: {exc}") from exc
     return Published(name=model.name, version=version, run_id=run.info.run_id, alias=alias)
+
+
+def _reference(model: Model, trained: Trained) -> dict[str, Any]:
+    """The version's reference statistics (proto2prod/statistics.py): the held-out inputs
+    `train()` returned, else the definition's examples."""
+    from proto2prod.statistics import of_version
+
+    held_out = trained.reference_inputs
+    if held_out:
+        return of_version(model, trained.weights, held_out, source="held-out")
+    return of_version(model, trained.weights, model.examples(), source="examples")
 
 
 def _register(registry: Registry, name: str, info: Any, run_id: str, tags: dict[str, str]) -> Any:

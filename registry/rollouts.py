@@ -16,7 +16,8 @@ from proto2prod.registry.client import Registry
 from proto2prod.registry.publish import experiment_for
 
 KIND = "proto2prod.rollout"
-"""Tag naming the kind of a rollout run: `shadow` or `canary`."""
+"""Tag naming the kind of a run: `shadow`, `canary`, or `drift` (a version against its
+reference statistics, logged by service/drift.py's tracker)."""
 CHAMPION = "proto2prod.champion"
 CHALLENGER = "proto2prod.challenger"
 ROLLED_BACK = "proto2prod.canary.rolled_back"
@@ -72,8 +73,15 @@ class RolloutRun:
                 self.registry.client.set_terminated(self.run_id)
 
 
-def comparisons(registry: Registry, name: str, *, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest rollout runs of `name`, newest first: kind, versions, last metrics."""
+def comparisons(
+    registry: Registry,
+    name: str,
+    *,
+    kinds: tuple[str, ...] = ("shadow", "canary"),
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """The latest runs of `name` of these kinds (shadow, canary, drift), newest first:
+    kind, versions, last metrics."""
     client = registry.client
     with registry.errors(f"reading the rollouts of {name}", not_found=f"no model named {name}"):
         experiment = client.get_experiment_by_name(f"proto2prod/{name}")
@@ -97,4 +105,5 @@ def comparisons(registry: Registry, name: str, *, limit: int = 20) -> list[dict[
             "metrics": dict(run.data.metrics),
         }
         for run in runs
+        if run.data.tags.get(KIND) in kinds
     ]

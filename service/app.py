@@ -36,10 +36,13 @@ from proto2prod.errors import (
     TooManyItems,
 )
 from proto2prod.registry import ModelRef, Registry
-from proto2prod.service import lifecycle, metrics
+from proto2prod.registry.rollouts import RolloutRun
+from proto2prod.service import drift, lifecycle, metrics
 from proto2prod.service.batcher import MicroBatcher
 from proto2prod.service.config import CONFIG, MODEL_NAME, SETTINGS
+from proto2prod.service.drift import DriftTracker
 from proto2prod.service.http import Answer, BodyLimit
+from proto2prod.service.keys import KeyStore
 from proto2prod.service.predict import Limits, PredictEndpoint
 from proto2prod.service.rollout import Rollout
 from proto2prod.service.routes import routes
@@ -55,6 +58,8 @@ configure_process(SETTINGS, serving=True)  # this process is ours: set it up onc
 # definition before starting BentoML, so a bad one is a one-line error there).
 IN_WORKER = bentoml.server_context.worker_index is not None
 REGISTRY = Registry(SETTINGS)
+assert SETTINGS.keys_file is not None
+KEYS = KeyStore(SETTINGS.keys_file)
 DEFINITION: Definition | None = None
 schemas: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
 if IN_WORKER:
@@ -74,7 +79,9 @@ class PredictResponse(BaseModel):
 _service: "ModelService | None" = None  # the instance, for the plain Starlette routes
 
 
-@bentoml.asgi_app(routes(lambda: _service, CONFIG.admin_token, CONFIG.webhook_secret), path="/")
+@bentoml.asgi_app(
+    routes(lambda: _service, CONFIG.admin_token, CONFIG.webhook_secret, KEYS), path="/"
+)
 @bentoml.service(
     name="proto2prod",
     # No `max_concurrency` here: BentoML's answers 429 without Retry-After; ours does
@@ -113,6 +120,8 @@ class ModelService:
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         self.server: dict[str, str] = {}
+        self.drift: DriftTracker | None = None
+        self.drift_note = "off (PROTO2PROD_DRIFT=0)" if not CONFIG.drift else "no answers yet"
         _service = self
 
     def _record_batch(self, predictor: Any, size: int, seconds: float) -> None:
@@ -142,6 +151,9 @@ class ModelService:
         if self.rollout is not None:
             log_task = asyncio.create_task(self.rollout.log_forever(), name="proto2prod-rollout")
             self._tasks.append(log_task)
+        if CONFIG.drift:
+            tracking = drift.track(lambda: self.drift, self._export_drift, self._log_drift)
+            self._tasks.append(asyncio.create_task(tracking, name="proto2prod-drift"))
         lifecycle.drain_on_sigterm(loop, CONFIG.drain_s, self._start_draining)
 
     def _start_draining(self) -> bool:
@@ -219,13 +231,61 @@ class ModelService:
             reason = self.runtime.not_ready_reason or "no model loaded yet"
             return self._count(Answer.of(NotReady(reason)), "none")
         if self.rollout is None:
-            answer, _ = await self._answer_on(loaded, inputs, deadline, small)
+            answer, prepared = await self._answer_on(loaded, inputs, deadline, small)
+            self._observe(loaded, inputs, prepared, answer)
             return self._count(answer, loaded.version)
         loaded, canary = self.rollout.pick(loaded, key)
         started = time.perf_counter()
         answer, prepared = await self._answer_on(loaded, inputs, deadline, small)
         self.rollout.answered(loaded, canary, time.perf_counter() - started, answer, prepared)
+        if not canary:
+            self._observe(loaded, inputs, prepared, answer)
         return self._count(answer, loaded.version)
+
+    # -- drift ----------------------------------------------------------------------------
+    def _observe(
+        self, loaded: Loaded, inputs: list[Any], prepared: list[Any], answer: Answer
+    ) -> None:
+        """Queue an answered request for the drift check (O(1); measured off the loop)."""
+        if answer.status != 200 or not CONFIG.drift:
+            return
+        tracker = self.drift
+        if tracker is None or tracker.version != loaded.version:
+            if loaded.reference is None:
+                self.drift, self.drift_note = (
+                    None,
+                    (
+                        f"version {loaded.version} was published without reference statistics "
+                        f"(before proto2prod recorded them): publish it again to check drift"
+                    ),
+                )
+                return
+            tracker = self.drift = DriftTracker(
+                self.runtime.definition.model, loaded.version, loaded.reference, CONFIG.drift_window
+            )
+        tracker.observe(inputs, prepared, answer.body["outputs"])
+
+    def drift_report(self) -> dict[str, Any]:
+        tracker = self.drift
+        if tracker is None:
+            return {"enabled": CONFIG.drift, "note": self.drift_note}
+        return {"enabled": True, **tracker.report()}
+
+    @staticmethod
+    def _export_drift(tracker: DriftTracker, report: dict[str, Any]) -> None:
+        psi = {name: found["psi"] for name, found in report["statistics"].items()}
+        metrics.export_drift(MODEL_NAME, tracker.version, psi)
+
+    @staticmethod
+    def _log_drift(tracker: DriftTracker, report: dict[str, Any]) -> None:
+        """Once per window: PSI and KS per statistic, on one MLflow run per version."""
+        run = tracker.run
+        if run is None:
+            run = tracker.run = RolloutRun(REGISTRY, MODEL_NAME, "drift", tracker.version,
+                                           "reference")  # fmt: skip
+        found = report["statistics"].items()
+        run.log({**{f"psi/{name}": s["psi"] for name, s in found},
+                 **{f"ks_p/{name}": s["ks_p"] for name, s in found}})  # fmt: skip
 
     async def _answer_on(
         self, loaded: Loaded, inputs: list[Any], deadline: float, small: bool
@@ -294,6 +354,7 @@ SERVICE.add_asgi_middleware(
 SERVICE.add_asgi_middleware(
     PredictEndpoint,
     answerer=lambda: _service.answer if _service is not None else None,
+    authorize=lambda header: KEYS.check(header, "predict"),
     limits=Limits(
         max_concurrency=CONFIG.max_concurrency,
         max_inflight_bytes=int(CONFIG.max_inflight_mb * 1024 * 1024),

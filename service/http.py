@@ -37,8 +37,10 @@ class Answer:
     def of(cls, error: Proto2ProdError) -> Answer:
         """The one place an error becomes a response: its status, `to_json()` as the body,
         and `Retry-After` where retrying helps."""
-        retry = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
-        return cls(error.status, error.to_json(), retry)
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+        if error.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return cls(error.status, error.to_json(), headers)
 
     def encode(self) -> bytes:
         return json.dumps(self.body, separators=(",", ":"), allow_nan=False).encode()

@@ -27,3 +27,17 @@ def count_request(model: str, version: str, status: int) -> None:
 def record_batch(model: str, version: str, size: int) -> None:
     with contextlib.suppress(Exception):
         BATCH_SIZE.labels(model=model, version=version).observe(size)
+
+
+DRIFT_PSI = bentoml.metrics.Gauge(
+    name="proto2prod_drift_psi",
+    documentation="Population Stability Index of live traffic against the version's reference",
+    labelnames=["model", "version", "statistic"],
+)
+
+
+def export_drift(model: str, version: str, psi: dict[str, float | None]) -> None:
+    with contextlib.suppress(Exception):
+        for statistic, value in psi.items():
+            if value is not None:
+                DRIFT_PSI.labels(model=model, version=version, statistic=statistic).set(value)

@@ -83,11 +83,18 @@ class PredictEndpoint:
     """
 
     def __init__(
-        self, app: ASGIApp, *, answerer: Callable[[], Answerer | None], limits: Limits
+        self,
+        app: ASGIApp,
+        *,
+        answerer: Callable[[], Answerer | None],
+        limits: Limits,
+        authorize: Callable[[str | None], object] | None = None,
     ) -> None:
         self.app = app
         self.answerer = answerer
         self.limits = limits
+        self.authorize = authorize
+        """Checks the `Authorization` header (raises `Refused`): API keys, before the body."""
         self.inside = 0
         """Requests with a whole body, being answered (the admission count)."""
         self.inflight_bytes = 0
@@ -99,17 +106,19 @@ class PredictEndpoint:
             return
         held = 0
         try:
+            if self.authorize is not None:
+                self.authorize(_header(scope, b"authorization"))
             try:
                 body, held = await self._read_body(receive)
             except _ClientGone:
                 return
-            answer = await self._admit_and_answer(body, _request_key(scope))
+            answer = await self._admit_and_answer(body, _header(scope, b"x-request-key"))
         except Refused as refused:
             answer = Answer.of(refused)
         finally:
             self.inflight_bytes -= held
-        # 408 and 413 leave the rest of the body unread: the connection cannot be reused
-        await send_answer(send, answer, close=answer.status in (408, 413))
+        # 401, 403, 408 and 413 leave the body unread: the connection cannot be reused
+        await send_answer(send, answer, close=answer.status in (401, 403, 408, 413))
         if answer.status >= 400 and answer.status != 503:
             # one line, never the input and never a traceback: the client's mistake, not ours
             log.info("/predict %d %s: %s", answer.status, answer.body.get("error"),
@@ -168,10 +177,10 @@ class PredictEndpoint:
             self.inside -= 1
 
 
-def _request_key(scope: Scope) -> str | None:
+def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", ()):
-        if name == b"x-request-key":
-            return value.decode("latin-1")
+        if name == wanted:
+            return str(value.decode("latin-1"))
     return None
 
 

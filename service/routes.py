@@ -24,6 +24,7 @@ from proto2prod.errors import (
 )
 from proto2prod.service import webhooks
 from proto2prod.service.http import error_response
+from proto2prod.service.keys import KeyStore
 
 log = logging.getLogger("proto2prod.service")
 
@@ -37,24 +38,35 @@ class Served(Protocol):
 
     def runtimes(self) -> dict[str, Any]: ...
 
+    def drift_report(self) -> dict[str, Any]: ...
+
     async def check_now(self, alias: str) -> None: ...
 
 
 def routes(
-    service: Callable[[], Served | None], admin_token: str | None, webhook_secret: str | None
+    service: Callable[[], Served | None],
+    admin_token: str | None,
+    webhook_secret: str | None,
+    keys: KeyStore,
 ) -> Starlette:
-    """`service()` is the running service once BentoML has made it (None before)."""
+    """`service()` is the running service once BentoML has made it (None before). With API
+    keys configured, `/metadata` needs a key and `/admin/reload` an admin key (or the admin
+    token); the webhook receiver is authenticated by its signature instead."""
     seen = webhooks.SeenDeliveries()
     checks: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
 
-    async def metadata(_: Request) -> JSONResponse:
+    async def metadata(request: Request) -> JSONResponse:
+        try:
+            keys.check(request.headers.get("authorization"), "predict")
+        except Refused as refused:
+            return error_response(refused)
         current = service()
         if current is None:
             return error_response(NotReady("the service is starting"))
         rollout = current.rollout.metadata() if current.rollout is not None else None
-        return JSONResponse(
-            {**current.runtime.metadata(), "rollout": rollout, "server": current.server}
-        )
+        found = current.runtime.metadata()
+        return JSONResponse({**found, "rollout": rollout, "drift": current.drift_report(),
+                             "server": current.server})  # fmt: skip
 
     async def registry_event(request: Request) -> JSONResponse:
         """An MLflow webhook delivery: verified, then the poll's check for the alias, now.
@@ -95,16 +107,26 @@ def routes(
         return JSONResponse({"accepted": True, "checking": str(runtime.ref)}, status_code=202)
 
     async def admin_reload(request: Request) -> JSONResponse:
-        if admin_token is None:
-            return error_response(
-                AdminDisabled("set PROTO2PROD_ADMIN_TOKEN to enable /admin/reload")
-            )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
         # compare_digest either way: how long the check takes says nothing about the token
-        if not hmac.compare_digest(given.strip().encode(), admin_token.encode()) or (
-            scheme != "Bearer"
-        ):
-            return error_response(Unauthorized("send Authorization: Bearer <admin token>"))
+        token_ok = (
+            admin_token is not None
+            and scheme == "Bearer"
+            and hmac.compare_digest(given.strip().encode(), admin_token.encode())
+        )
+        if not token_ok:
+            if admin_token is None and not keys.enabled:
+                return error_response(AdminDisabled(
+                    "set PROTO2PROD_ADMIN_TOKEN, or create an admin key (proto2prod keys "
+                    "create NAME --scope admin), to enable /admin/reload"
+                ))  # fmt: skip
+            if not keys.enabled:
+                return error_response(Unauthorized("send Authorization: Bearer <admin token>"))
+            try:
+                keys.check(header, "admin")
+            except Refused as refused:
+                return error_response(refused)
         current = service()
         if current is None:
             return error_response(NotReady("the service is starting"))

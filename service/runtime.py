@@ -60,6 +60,8 @@ class Loaded:
     info: VersionInfo
     loaded_at: float
     from_cache: bool
+    reference: dict[str, Any] | None = None
+    """The version's reference statistics (drift); None when it was published without."""
 
     @property
     def version(self) -> str:
@@ -166,7 +168,13 @@ class ModelRuntime:
             raise IncompatibleVersion(
                 f"{info.name}/{info.version} cannot be loaded: {type(exc).__name__}: {exc}"
             ) from exc
-        return Loaded(predictor=predictor, info=info, loaded_at=_now(), from_cache=from_cache)
+        try:
+            reference = local.reference()
+        except Proto2ProdError as exc:  # drift cannot be checked; the version still serves
+            log.warning("%s/%s: no drift check: %s", info.name, info.version, exc)
+            reference = None
+        return Loaded(predictor=predictor, info=info, loaded_at=_now(), from_cache=from_cache,
+                      reference=reference)  # fmt: skip
 
     def start(self) -> None:
         """First load: from the registry, else the cached version of the reference."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from proto2prod import Definition, Settings, Trained
 from proto2prod.registry import Registry, publish
@@ -76,3 +78,23 @@ def running_service_process(
     args = [str(BIN / "proto2prod"), "serve", ref, "--port", str(port)]
     with server(args, f"{url}/readyz", log, env=environ, timeout=150) as proc:
         yield url, proc
+
+
+def cli(home: Path, *args: str, tracking_uri: str | None = None,
+        **env: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`proto2prod ARGS` against the registry at `home` (or `tracking_uri`)."""
+    return subprocess.run(
+        [str(BIN / "proto2prod"), *args], env=environment(home, tracking_uri, **env),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """What `check()` returns once it is truthy; AssertionError naming `what` past timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")

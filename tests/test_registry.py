@@ -83,7 +83,8 @@ def test_pyfunc_by_alias_gives_the_predictor_outputs(
     assert meta["spec"] == digits.model.spec()
     assert meta["schema"]["inputs"] == digits.model.inputs.json_schema()
     info = registry.resolve(f"digits/{published.version}")
-    assert set(info.sha256) == {"weights.safetensors"}  # what the cache verifies, only
+    # what the cache verifies, only: the weights and the reference statistics
+    assert set(info.sha256) == {"weights.safetensors", "reference_stats.json"}
     assert info.tags["proto2prod.entry"] == "proto2prod.examples.digits:Digits"
 
 

@@ -8,10 +8,8 @@ to a loopback receiver needs); each service is a real `proto2prod serve` process
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +23,10 @@ from proto2prod.registry import Registry
 from proto2prod.registry.publish import publish
 from proto2prod.service import webhooks
 from proto2prod.settings import Settings
-from tests.conftest import BIN
-from tests.service_process import environment, running_service
+from tests.service_process import cli, running_service, until
 
 SECRET = "test-webhook-secret-" + uuid.uuid4().hex
 SLEEPY = Path(__file__).with_name("sleepy_model.py")
-
-
-def cli(home: Path, *args: str, tracking_uri: str | None = None,
-        **env: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return subprocess.run(
-        [str(BIN / "proto2prod"), *args], env=environment(home, tracking_uri, **env),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
-def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def rollout(url: str) -> dict[str, Any]:
@@ -249,7 +228,7 @@ def test_a_slower_canary_rolls_itself_back_and_a_promotion_ends_it(tmp_path: Pat
     home = tmp_path / "home"
     registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)}))
     fast = sleepy.model.train(NullProgress(), quick=True)
-    slow = Trained(weights={**fast.weights, "delay": torch.tensor([0.03])}, metrics={})
+    slow = Trained(weights={**fast.weights, "delay": torch.tensor([0.05])}, metrics={})
     champion = publish(registry, sleepy, fast, alias="production").version
     canary = publish(registry, sleepy, slow, alias="challenger").version
     with running_service(

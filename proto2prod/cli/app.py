@@ -1,5 +1,6 @@
 """`proto2prod`: the command line. Each command lives in the module named after its job
-(versions.py, rollouts.py, serving.py, prototype.py, bench.py, demo.py); this module assembles them.
+(versions.py, rollouts.py, keys.py, drift.py, serving.py, prototype.py, bench.py,
+demo.py); this module assembles them.
 
 Every command reads its settings from the environment (`PROTO2PROD_HOME`,
 `MLFLOW_TRACKING_URI`) through `Settings`; a failure prints one line and exits with the
@@ -13,6 +14,8 @@ import typer
 
 from proto2prod.cli.bench import bench
 from proto2prod.cli.demo import demo
+from proto2prod.cli.drift import drift
+from proto2prod.cli.keys import keys
 from proto2prod.cli.output import user_errors
 from proto2prod.cli.prototype import prototype
 from proto2prod.cli.rollouts import compare, webhook
@@ -27,10 +30,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command in (train, register, versions, promote, rollback, compare, serve, build, prototype,
-                bench, demo):  # fmt: skip
+for command in (train, register, versions, promote, rollback, compare, drift, serve, build,
+                prototype, bench, demo):  # fmt: skip
     app.command()(command)
 app.add_typer(webhook)
+app.add_typer(keys)
 
 
 @app.callback()

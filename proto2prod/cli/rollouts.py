@@ -121,6 +121,9 @@ def delete(
 def compare(
     name: Annotated[str, typer.Argument(help="Registered model name, e.g. digits.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    all_kinds: Annotated[
+        bool, typer.Option("--all", help="With --json: the drift runs too.")
+    ] = False,
 ) -> None:
     """The shadow and canary comparisons services logged for NAME, newest first."""
     import json
@@ -130,7 +133,8 @@ def compare(
     with user_errors():
         from proto2prod.registry.rollouts import comparisons
 
-        found = comparisons(open_registry(), name)
+        kinds = ("shadow", "canary", "drift") if all_kinds and as_json else ("shadow", "canary")
+        found = comparisons(open_registry(), name, kinds=kinds)
     if as_json:
         print(json.dumps(found, indent=2))
         return

@@ -63,6 +63,13 @@ def serve(
             envvar="PROTO2PROD_CANARY",
         ),
     ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve beyond loopback without API keys (anyone who reaches it may predict).",
+        ),
+    ] = False,
 ) -> None:
     """Serve a registered model over HTTP with BentoML; follows its alias live."""
     import importlib.util
@@ -90,6 +97,7 @@ def serve(
         if shadow_rate is not None:
             env["PROTO2PROD_SHADOW_RATE"] = str(shadow_rate)
         _check_service_settings(env)
+        _check_exposure(host, env, no_auth)
     # BentoML's CLI, with this service's own metrics folder (proto2prod/service/launch.py)
     args = [sys.executable, "-m", "proto2prod.service.launch", "serve"]
     args += ["proto2prod.service.app:ModelService"]
@@ -97,6 +105,25 @@ def serve(
     console.print(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     sys.stdout.flush()
     os.execvpe(args[0], args, env)  # BentoML gets our signals (Ctrl-C, SIGTERM) directly
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_exposure(host: str, env: dict[str, str], no_auth: bool) -> None:
+    """Beyond loopback, a service without API keys answers anyone: refuse unless told."""
+    from proto2prod.service.keys import KeyStore
+    from proto2prod.settings import Settings
+
+    if host in LOOPBACK or host.startswith("127.") or no_auth:
+        return
+    keys_file = Settings.from_env(env).keys_file
+    assert keys_file is not None
+    if not KeyStore(keys_file).records():
+        raise InvalidArgument(
+            f"--host {host} exposes the service, and {keys_file} holds no API key: create one "
+            f"(proto2prod keys create NAME), or pass --no-auth to serve it open"
+        )
 
 
 def _check_service_settings(env: dict[str, str]) -> None:

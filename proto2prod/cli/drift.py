@@ -1,0 +1,71 @@
+"""`proto2prod drift NAME@ALIAS --url SERVICE`: is live traffic still like the reference?"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+
+from proto2prod.cli.output import console, user_errors
+from proto2prod.errors import InvalidArgument, ServiceUnreachable
+
+
+def drift(
+    model: Annotated[str, typer.Argument(help="The reference the service serves: NAME@ALIAS.")],
+    url: Annotated[str, typer.Option(help="The service, e.g. http://127.0.0.1:3000.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per statistic: PSI (and KS p) of the service's live window against the version's
+    reference, and a verdict: stable < 0.1 <= watch < 0.25 <= retrain."""
+    import json
+
+    from rich.table import Table
+
+    with user_errors():
+        from proto2prod.registry.reference import ModelRef
+
+        ref = ModelRef.parse(model)
+        found = _metadata(url)
+        if found.get("name") != ref.name or (ref.alias and found.get("alias") != ref.alias):
+            raise InvalidArgument(
+                f"{url} serves {found.get('reference')}, not {ref}: give the service of {ref}"
+            )
+        report: dict[str, Any] = found.get("drift") or {}
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    if "statistics" not in report:
+        console.print(f"no drift check yet: {report.get('note', 'the service has none')}")
+        return
+    table = Table(title=(
+        f"{ref} v{report['version']}: the last {report['window']} live items against the "
+        f"{report['reference']} reference ({report['reference_count']} items)"
+    ))  # fmt: skip
+    for column in ("statistic", "PSI", "KS p", "live", "verdict"):
+        table.add_column(column)
+    for name, s in report["statistics"].items():
+        psi = "-" if s["psi"] is None else f"{s['psi']:.3f}"
+        ks = "-" if s["ks_p"] is None else f"{s['ks_p']:.3g}"
+        table.add_row(name, psi, ks, str(s["live"]), s["verdict"])
+    console.print(table)
+
+
+def _metadata(url: str) -> dict[str, Any]:
+    import httpx
+
+    key = os.environ.get("PROTO2PROD_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/metadata", headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise ServiceUnreachable(
+            f"cannot reach {url} ({type(exc).__name__}); is the service running?"
+        ) from None
+    if response.status_code in (401, 403):
+        raise InvalidArgument(
+            f"{url} wants an API key ({response.status_code}); set PROTO2PROD_API_KEY"
+        )
+    if response.status_code != 200:
+        raise ServiceUnreachable(f"{url}/metadata answered {response.status_code}; retry")
+    return dict(response.json())

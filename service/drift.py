@@ -1,0 +1,133 @@
+"""Drift: live traffic's statistics against the reference recorded with the version.
+
+Bounded and off the hot path: answering a request only appends a reference to its items,
+tensors and outputs to a short queue (`PENDING` requests; under load the oldest are
+dropped, so what is tracked becomes a sample); twice a second a worker thread turns what
+is queued into statistics (proto2prod/statistics.py) and keeps the latest `window` values
+of each. PSI and KS are computed from those windows when asked (`/metadata`, and for
+`/metrics` every `REFRESH_S`), and logged to MLflow once per window of new items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from proto2prod import statistics
+from proto2prod.errors import Proto2ProdError
+
+log = logging.getLogger("proto2prod.service")
+
+PENDING = 64
+"""Requests waiting to be measured; past it the oldest are dropped (sampling under load)."""
+DIGEST_S = 0.5
+MIN_LIVE = 30
+"""Live values a statistic needs before it gets a verdict."""
+
+
+class DriftTracker:
+    """One version's reference and the sliding windows of live values."""
+
+    def __init__(self, model: Any, version: str, reference: dict[str, Any], window: int) -> None:
+        self.model = model
+        self.version = version
+        self.reference = reference
+        self.window = window
+        self._pending: collections.deque[tuple[list[Any], list[Any], list[Any]]] = (
+            collections.deque(maxlen=PENDING)
+        )
+        self._values: dict[str, collections.deque[float | str]] = {
+            name: collections.deque(maxlen=window) for name in reference["statistics"]
+        }
+        self._lock = threading.Lock()
+        self.requests = 0
+        """Requests seen (measured or dropped)."""
+        self.items = 0
+        """Items measured."""
+        self.logged_at_items = 0
+        self.run: Any = None
+        """The MLflow run its windows are logged to (registry/rollouts.py), once created."""
+
+    def observe(self, items: list[Any], tensors: list[Any], outputs: list[Any]) -> None:
+        """On the event loop, per answered request: O(1)."""
+        self.requests += 1
+        self._pending.append((items, tensors, outputs))
+
+    def digest(self) -> int:
+        """In a worker thread: measure what is queued; the number of items measured."""
+        taken = []
+        while self._pending:
+            try:
+                taken.append(self._pending.popleft())
+            except IndexError:
+                break
+        measured = 0
+        inputs, outputs = self.model.inputs, self.model.outputs
+        rows: list[dict[str, float | str]] = []
+        for items, tensors, answers in taken:
+            for item, tensor, answer in zip(items, tensors, answers, strict=True):
+                rows.append({**statistics.input_values(inputs, item, tensor),
+                             **statistics.output_values(outputs, answer)})  # fmt: skip
+                measured += 1
+        with self._lock:
+            for row in rows:
+                for name, value in row.items():
+                    if name in self._values:
+                        self._values[name].append(value)
+            self.items += measured
+        return measured
+
+    def report(self) -> dict[str, Any]:
+        with self._lock:
+            windows = {name: list(values) for name, values in self._values.items()}
+        found = {}
+        for name, values in windows.items():
+            if len(values) < MIN_LIVE:
+                found[name] = {"psi": None, "ks_p": None, "verdict": "too few", "live": len(values)}
+            else:
+                found[name] = statistics.compare(self.reference["statistics"][name], values)
+        return {
+            "version": self.version,
+            "reference": self.reference.get("source"),
+            "reference_count": self.reference.get("count"),
+            "window": self.window,
+            "requests": self.requests,
+            "items": self.items,
+            "statistics": found,
+        }
+
+    @property
+    def window_filled(self) -> bool:
+        """A window of new items since the last log (then it counts from now)."""
+        if self.items - self.logged_at_items < self.window:
+            return False
+        self.logged_at_items = self.items
+        return True
+
+
+async def track(
+    current: Callable[[], DriftTracker | None],
+    export: Callable[[DriftTracker, dict[str, Any]], None],
+    log_window: Callable[[DriftTracker, dict[str, Any]], None],
+) -> None:
+    """Forever: digest what the current tracker queued, export its PSI, log each window."""
+    while True:
+        await asyncio.sleep(DIGEST_S)
+        tracker = current()
+        if tracker is None:
+            continue
+        try:
+            if await asyncio.to_thread(tracker.digest) == 0:
+                continue
+            report = await asyncio.to_thread(tracker.report)
+            export(tracker, report)
+            if tracker.window_filled:
+                await asyncio.to_thread(log_window, tracker, report)
+        except Proto2ProdError as exc:  # the registry, for the log: keep tracking
+            log.warning("drift: %s", exc)
+        except Exception:  # our own bug: never take the service down for it
+            log.exception("drift tracking failed; it goes on")
