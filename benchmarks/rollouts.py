@@ -11,6 +11,7 @@ runs from the promote call to the first answer of the new version, probed every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import statistics
@@ -35,7 +36,7 @@ WEBHOOK_POLL_S = 60.0
 
 def shadow(
     model: str, payload: Path, *, users: int, duration: float, warmup: float, home: Path,
-    logs: Path, placement: Placement,
+    logs: Path, placement: Placement, rounds: int = 2,
 ) -> dict[str, Any]:  # fmt: skip
     """The champion under the same load without a shadow, then with one at rate 1.0."""
     _promote(home, model, "1")
@@ -43,54 +44,69 @@ def shadow(
     modes: list[Mode] = [("none", [], {}),
              ("shadow 1.0", ["--shadow", "challenger", "--shadow-rate", "1.0"], {})]  # fmt: skip
     rows = _paired(model, payload, modes, users=users, duration=duration, warmup=warmup,
-                   home=home, logs=logs, placement=placement)  # fmt: skip
+                   home=home, logs=logs, placement=placement, rounds=rounds)  # fmt: skip
     return {"model": model, "users": users, "rows": rows}
 
 
 def drift(
     model: str, payload: Path, *, users: int, duration: float, warmup: float, home: Path,
-    logs: Path, placement: Placement,
+    logs: Path, placement: Placement, rounds: int = 2,
 ) -> dict[str, Any]:  # fmt: skip
     """The service under the same load with drift tracking off, then on (the default)."""
     _promote(home, model, "1")
     modes: list[Mode] = [("off", [], {"PROTO2PROD_DRIFT": "0"}),
                          ("on", [], {"PROTO2PROD_DRIFT": "1"})]  # fmt: skip
     rows = _paired(model, payload, modes, users=users, duration=duration, warmup=warmup,
-                   home=home, logs=logs, placement=placement)  # fmt: skip
+                   home=home, logs=logs, placement=placement, rounds=rounds)  # fmt: skip
     return {"model": model, "users": users, "rows": rows}
 
 
 def _paired(
     model: str, payload: Path, modes: list[Mode], *,
     users: int, duration: float, warmup: float, home: Path, logs: Path, placement: Placement,
+    rounds: int = 2,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One service per mode (extra `serve` options, environment), each under the same load."""
-    rows = []
-    for mode, options, extra_env in modes:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        args = _p2p("serve", f"{model}@production", "--port", str(port), *options)
-        log = logs / f"{model}-{mode.split()[0]}.log"
-        with process(placement.server(args), f"{url}/readyz", log, _env(home, **extra_env)) as pid:
-            shadowing = "--shadow" in options
-            if shadowing:  # the shadow loads after the champion is ready
+    """One service per mode (extra `serve` options, environment), all started together, then
+    loaded in turn A B B A (`rounds` = 2): a pair differs by a few percent, less than this
+    machine drifts from one run to the next, so each mode is measured early and late and
+    averaged. The idle service meanwhile costs nothing worth counting."""
+    with contextlib.ExitStack() as stack:
+        started = []
+        for mode, options, extra_env in modes:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            args = _p2p("serve", f"{model}@production", "--port", str(port), *options)
+            log = logs / f"{model}-{mode.split()[0]}.log"
+            env = _env(home, **extra_env)
+            pid = stack.enter_context(process(placement.server(args), f"{url}/readyz", log, env))
+            if "--shadow" in options:  # the shadow loads after the champion is ready
                 _until(partial(_comparing, url), 120, "the shadow to load")
+            started.append((mode, url, pid, "--shadow" in options))
+        order = [i for r in range(rounds) for i in (range(len(modes)) if r % 2 == 0
+                                                    else reversed(range(len(modes))))]  # fmt: skip
+        points: dict[int, list[Any]] = {i: [] for i in range(len(modes))}
+        for i in order:
+            _, url, pid, _ = started[i]
             target = Target("service", url, "json", "/predict", "/livez", {"service": pid})
-            point = load.run(
+            points[i].append(load.run(
                 target, payload, users=users, duration=duration, warmup=warmup,
                 placement=placement,
-            )  # fmt: skip
+            ).model)  # fmt: skip
+        rows = []
+        for i, (mode, url, _, shadowing) in enumerate(started):
             state = _rollout(url).get("shadow") if shadowing else None
-        rows.append({
-            "mode": mode,
-            "rps": point.model.rps,
-            "p50_ms": point.model.p50_ms,
-            "p99_ms": point.model.p99_ms,
-            "errors": point.model.errors,
-            "compared": state["compared"] if state else None,
-            "sampled": state["sampled"] if state else None,
-            "dropped": state["dropped"] if state else None,
-        })  # fmt: skip
+            runs = points[i]
+            rows.append({
+                "mode": mode,
+                "rps": statistics.mean(p.rps for p in runs),
+                "p50_ms": statistics.mean(p.p50_ms for p in runs),
+                "p99_ms": statistics.mean(p.p99_ms for p in runs),
+                "errors": sum(p.errors for p in runs),
+                "runs_rps": [round(p.rps, 1) for p in runs],
+                "compared": state["compared"] if state else None,
+                "sampled": state["sampled"] if state else None,
+                "dropped": state["dropped"] if state else None,
+            })  # fmt: skip
     return rows
 
 

@@ -233,6 +233,7 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                     results["scenarios"][name].append(scenario(
                         model, payload, users=max(plan.users), duration=plan.duration,
                         warmup=plan.warmup, home=home, logs=logs, placement=placement,
+                        rounds=1 if plan.quick else 2,
                     ))  # fmt: skip
             if "webhook" in plan.scenarios and model not in plan.refs:
                 say(f"{model}: {plan.promotions} promotions by MLflow webhook, then by poll")
