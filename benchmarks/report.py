@@ -242,9 +242,11 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
         out += [
             Heading(f"Shadow traffic: {shadow['model']}, {shadow['users']} users"),
             Text(
-                "The same service and load; the second run also runs the challenger on "
-                "every request, after the champion has answered and only when the model "
-                "is idle (samples it has no idle time for are dropped and counted)."
+                "The same service and load; with a shadow, every request is also sampled for "
+                "the challenger, which runs after the champion has answered and only when no "
+                "request waits for the model and the CPU is not busy (samples without such "
+                "time are dropped and counted). Both services run side by side, loaded in "
+                "turn A B B A; each row is the mean of its two runs (one in a quick run)."
             ),
             Table(
                 (
