@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from proto2prod.errors import DefinitionError, InvalidInput, Proto2ProdError
+from proto2prod.errors import DefinitionError, InvalidInput, Proto2ProdError, ServiceUnreachable
 from proto2prod.settings import Settings
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Remote:
             response.raise_for_status()
             return dict(response.json())
         except httpx.HTTPError as exc:
-            raise Proto2ProdError(
+            raise ServiceUnreachable(
                 f"cannot read {self.url}/metadata ({type(exc).__name__}); start the service "
                 f"with: proto2prod serve NAME@ALIAS --port PORT"
             ) from None

@@ -100,9 +100,8 @@ class DriftTracker:
             "statistics": found,
         }
 
-    @property
-    def window_filled(self) -> bool:
-        """A window of new items since the last log (then it counts from now)."""
+    def take_window(self) -> bool:
+        """True once a window of new items arrived since the last time it said so."""
         if self.items - self.logged_at_items < self.window:
             return False
         self.logged_at_items = self.items
@@ -125,7 +124,7 @@ async def track(
                 continue
             report = await asyncio.to_thread(tracker.report)
             export(tracker, report)
-            if tracker.window_filled:
+            if tracker.take_window():
                 await asyncio.to_thread(log_window, tracker, report)
         except Proto2ProdError as exc:  # the registry, for the log: keep tracking
             log.warning("drift: %s", exc)

@@ -23,6 +23,7 @@ from proto2prod.registry import Registry
 from proto2prod.registry.publish import publish
 from proto2prod.service import webhooks
 from proto2prod.settings import Settings
+from tests.processes import free_port
 from tests.service_process import cli, running_service, until
 
 SECRET = "test-webhook-secret-" + uuid.uuid4().hex
@@ -122,10 +123,11 @@ def test_webhook_commands_say_what_they_need(tmp_path: Path, mlflow_server: str)
     home = tmp_path / "home"
     embedded = cli(home, "webhook", "list")
     assert embedded.returncode == 2 and "MLFLOW_TRACKING_URI" in embedded.stderr
-    no_secret = cli(home, "webhook", "create", "w", "--url", "http://127.0.0.1:3000",
+    nobody = f"127.0.0.1:{free_port()}"  # never called: each command stops before
+    no_secret = cli(home, "webhook", "create", "w", "--url", f"http://{nobody}",
                     tracking_uri=mlflow_server, PROTO2PROD_WEBHOOK_SECRET="")  # fmt: skip
     assert no_secret.returncode == 2 and "PROTO2PROD_WEBHOOK_SECRET" in no_secret.stderr
-    bad_url = cli(home, "webhook", "create", "w", "--url", "127.0.0.1:3000",
+    bad_url = cli(home, "webhook", "create", "w", "--url", nobody,
                   tracking_uri=mlflow_server, PROTO2PROD_WEBHOOK_SECRET=SECRET)  # fmt: skip
     assert bad_url.returncode == 2 and "--url" in bad_url.stderr
     for result in (embedded, no_secret, bad_url):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from proto2prod.cli.output import console, user_errors
-from proto2prod.errors import InvalidArgument, ServiceUnreachable
+from proto2prod.errors import InvalidArgument
 
 
 def drift(
@@ -26,7 +26,10 @@ def drift(
         from proto2prod.registry.reference import ModelRef
 
         ref = ModelRef.parse(model)
-        found = _metadata(url)
+        from proto2prod.prototype.backends import Remote
+
+        api_key = os.environ.get("PROTO2PROD_API_KEY") or None
+        found = Remote(url, timeout=10, api_key=api_key).metadata()
         if found.get("name") != ref.name or (ref.alias and found.get("alias") != ref.alias):
             raise InvalidArgument(
                 f"{url} serves {found.get('reference')}, not {ref}: give the service of {ref}"
@@ -49,23 +52,3 @@ def drift(
         ks = "-" if s["ks_p"] is None else f"{s['ks_p']:.3g}"
         table.add_row(name, psi, ks, str(s["live"]), s["verdict"])
     console.print(table)
-
-
-def _metadata(url: str) -> dict[str, Any]:
-    import httpx
-
-    key = os.environ.get("PROTO2PROD_API_KEY")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/metadata", headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        raise ServiceUnreachable(
-            f"cannot reach {url} ({type(exc).__name__}); is the service running?"
-        ) from None
-    if response.status_code in (401, 403):
-        raise InvalidArgument(
-            f"{url} wants an API key ({response.status_code}); set PROTO2PROD_API_KEY"
-        )
-    if response.status_code != 200:
-        raise ServiceUnreachable(f"{url}/metadata answered {response.status_code}; retry")
-    return dict(response.json())
