@@ -19,7 +19,7 @@ from proto2prod.predictor import Predictor
 from proto2prod.registry import Registry, publish
 from tests.conftest import EXAMPLES, ROOT
 from tests.processes import stop
-from tests.service_process import running_prototype, running_service_process
+from tests.service_process import running_prototype, running_service_process, until
 
 pytestmark = pytest.mark.server
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -289,6 +289,8 @@ def test_share_needs_auth_and_says_when_there_is_no_link(tmp_path: Path) -> None
     log = tmp_path / "share.log"
     with running_prototype(tmp_path / "home", args, log, health="/") as (url, _):
         assert url.startswith("http://127.0.0.1:")
+        # the line follows the share attempt, which may end after the app already answers
+        until(lambda: "no share link" in log.read_text(), 60, "the no-share-link line")
     text = log.read_text()
     assert "no share link" in text and "Traceback" not in text, text[-2000:]
 
