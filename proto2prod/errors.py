@@ -26,7 +26,7 @@
         ├── PayloadTooLarge, TooManyItems 413
         ├── UnsupportedMediaType 415
         ├── TooManyRequests 429
-        ├── InvalidOutput, ModelFailed 500
+        ├── InvalidOutput, ModelFailed, InternalError 500
         ├── NotReady, Overloaded 503
         └── Timeout 504
 
@@ -234,6 +234,12 @@ class TooManyRequests(Refused):
 
 
 class InvalidOutput(Refused):
+    status = 500
+
+
+class InternalError(Refused):
+    """Our own bug in a layer of the service: one JSON 500 at once, the traceback in the log."""
+
     status = 500
 
 

@@ -18,6 +18,10 @@ from proto2prod.errors import SettingsError
 __all__ = ["PrototypeSettings", "ServiceSettings", "Settings", "SettingsError"]
 
 
+MIN_SECRET_CHARS = 16
+"""The shortest webhook secret accepted (a short one can be guessed from forged deliveries)."""
+
+
 def _float(environ: Mapping[str, str], key: str, default: float, *, zero_ok: bool = False) -> float:
     raw = environ.get(key)
     if raw is None or raw == "":
@@ -60,6 +64,8 @@ class Settings:
     """Retries towards a tracking server (`PROTO2PROD_REGISTRY_RETRIES`)."""
     keys_file: Path | None = None
     """The service's API keys (`PROTO2PROD_KEYS_FILE`; by default `keys.json` in `home`)."""
+    keys_required: bool = False
+    """`PROTO2PROD_KEYS_FILE` was set: a service needs keys from it, whatever the file says."""
 
     def __post_init__(self) -> None:
         if self.keys_file is None:
@@ -77,6 +83,7 @@ class Settings:
             keys_file=Path(env["PROTO2PROD_KEYS_FILE"]).expanduser().absolute()
             if env.get("PROTO2PROD_KEYS_FILE")
             else None,
+            keys_required=bool(env.get("PROTO2PROD_KEYS_FILE")),
         )
 
     def mlflow_environment(self) -> dict[str, str]:
@@ -209,6 +216,9 @@ class ServiceSettings:
     canary_min_requests: int = 50
     """`PROTO2PROD_CANARY_MIN_REQUESTS`: requests each side must have answered in the window
     before the canary is judged at all."""
+    canary_min_clients: int = 5
+    """`PROTO2PROD_CANARY_MIN_CLIENTS`: distinct clients (`X-Request-Key`, else address) each
+    side must have answered before the canary is judged: one client cannot decide it."""
     canary_max_error_delta: float = 0.02
     """`PROTO2PROD_CANARY_MAX_ERROR_DELTA`: the canary is rolled back when its error rate
     (5xx answers) exceeds the champion's by more than this (0.02: 2 percentage points)."""
@@ -219,6 +229,9 @@ class ServiceSettings:
     """`PROTO2PROD_DRIFT`: track live statistics against the version's reference."""
     drift_window: int = 1000
     """`PROTO2PROD_DRIFT_WINDOW`: live values kept per statistic (and items per MLflow log)."""
+    no_auth: bool = False
+    """`PROTO2PROD_NO_AUTH`: allow listening beyond loopback without API keys (`serve
+    --no-auth` sets it); without it the service refuses to start exposed and open."""
 
     def __post_init__(self) -> None:
         if self.poll_max_s < self.poll_s:
@@ -243,6 +256,12 @@ class ServiceSettings:
             raise SettingsError(
                 f"PROTO2PROD_SHADOW_RATE={self.shadow_rate:g}: give a share of requests, "
                 f"0 < rate <= 1 (0.1: one request in ten)"
+            )
+        if self.webhook_secret is not None and len(self.webhook_secret) < MIN_SECRET_CHARS:
+            raise SettingsError(
+                f"PROTO2PROD_WEBHOOK_SECRET has {len(self.webhook_secret)} characters; use at "
+                f"least {MIN_SECRET_CHARS} random ones (python -c 'import secrets; "
+                f"print(secrets.token_urlsafe(32))')"
             )
         if self.shadow and self.canary:
             raise SettingsError(
@@ -318,12 +337,14 @@ class ServiceSettings:
             **_canary(env.get("PROTO2PROD_CANARY") or ""),
             canary_window=_positive_int(env, "PROTO2PROD_CANARY_WINDOW", 200),
             canary_min_requests=_positive_int(env, "PROTO2PROD_CANARY_MIN_REQUESTS", 50),
+            canary_min_clients=_positive_int(env, "PROTO2PROD_CANARY_MIN_CLIENTS", 5),
             canary_max_error_delta=_float(
                 env, "PROTO2PROD_CANARY_MAX_ERROR_DELTA", 0.02, zero_ok=True
             ),
             canary_max_p99_ratio=_float(env, "PROTO2PROD_CANARY_MAX_P99_RATIO", 1.5),
             drift=_bool(env, "PROTO2PROD_DRIFT", True),
             drift_window=_positive_int(env, "PROTO2PROD_DRIFT_WINDOW", 1000),
+            no_auth=_bool(env, "PROTO2PROD_NO_AUTH", False),
         )
 
     @property

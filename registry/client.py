@@ -93,6 +93,27 @@ def _sqlite_busy(exc: BaseException | None) -> bool:
     return False
 
 
+def registry_identity(uri: str) -> str:
+    """One name per registry, however its URI is spelled: a SQLite file by its resolved
+    path (`.../mlflow.db`, `..././mlflow.db` and a symlink to it are one file), a server by
+    its normalised URL (scheme and host in lower case, the default port dropped, no
+    trailing slash)."""
+    import os
+    from urllib.parse import urlsplit
+
+    if uri.startswith("sqlite:///"):
+        return "sqlite:" + os.path.realpath(uri[len("sqlite:///") - 1 :].split("?")[0])
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        default = {"http": 80, "https": 443}[parts.scheme]
+        port = f":{parts.port}" if parts.port and parts.port != default else ""
+        path = parts.path.rstrip("/")
+        return f"{parts.scheme}://{parts.hostname.lower()}{port}{path}"
+    if parts.scheme in ("", "file"):
+        return "file:" + os.path.realpath(parts.path or uri)
+    return uri
+
+
 @contextlib.contextmanager
 def alias_lock(uri: str, name: str, alias: str, timeout_s: float = 60) -> Iterator[None]:
     """This host's exclusive lock on moving `name@alias` in the registry at `uri`.
@@ -106,7 +127,7 @@ def alias_lock(uri: str, name: str, alias: str, timeout_s: float = 60) -> Iterat
     import tempfile
     from pathlib import Path
 
-    key = hashlib.sha256(f"{uri}|{name}|{alias}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{registry_identity(uri)}|{name}|{alias}".encode()).hexdigest()[:20]
     folder = Path(tempfile.gettempdir()) / "proto2prod-locks"
     folder.mkdir(exist_ok=True)
     with (folder / f"{key}.lock").open("a") as handle:

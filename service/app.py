@@ -13,12 +13,16 @@ No `from __future__ import annotations` here: BentoML reads the real types of `p
 """
 
 import asyncio
+import functools
 import logging
+import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, NoReturn, cast
 
 import bentoml
 from pydantic import BaseModel, WithJsonSchema
@@ -32,18 +36,21 @@ from proto2prod.errors import (
     NotReady,
     Overloaded,
     RegistryUnavailable,
+    SettingsError,
     Timeout,
     TooManyItems,
 )
 from proto2prod.registry import ModelRef, Registry
 from proto2prod.registry.rollouts import RolloutRun
-from proto2prod.service import drift, lifecycle, metrics
+from proto2prod.service import drift, exposure, lifecycle, metrics
 from proto2prod.service.batcher import MicroBatcher
 from proto2prod.service.config import CONFIG, MODEL_NAME, SETTINGS
 from proto2prod.service.drift import DriftTracker
+from proto2prod.service.fanout import Bus
+from proto2prod.service.guard import AdminBodies, Unexpected
 from proto2prod.service.http import Answer, BodyLimit
 from proto2prod.service.keys import KeyStore
-from proto2prod.service.predict import Limits, PredictEndpoint
+from proto2prod.service.predict import BodyReader, Limits, PredictEndpoint, RequestInfo
 from proto2prod.service.rollout import Rollout
 from proto2prod.service.routes import routes
 from proto2prod.service.runtime import Loaded, ModelRuntime, find_definition
@@ -59,7 +66,25 @@ configure_process(SETTINGS, serving=True)  # this process is ours: set it up onc
 IN_WORKER = bentoml.server_context.worker_index is not None
 REGISTRY = Registry(SETTINGS)
 assert SETTINGS.keys_file is not None
-KEYS = KeyStore(SETTINGS.keys_file)
+KEYS = KeyStore(SETTINGS.keys_file, required=SETTINGS.keys_required)
+
+
+def _refuse(error: SettingsError) -> NoReturn:
+    """One line and exit 2: in the arbiter before anything listens; in a worker (a host the
+    arbiter could not see), the arbiter is stopped too, so the service does not listen."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    if IN_WORKER:
+        log.error("%s", error)
+        os.kill(os.getppid(), signal.SIGTERM)
+    os._exit(2)  # BentoML would print a traceback around a SystemExit raised from here
+
+
+try:  # fail closed: the keys file and where the service listens, before anything serves
+    KEYS.start(watch=IN_WORKER)
+    _hosts = exposure.worker_hosts() if IN_WORKER else [h for h in [exposure.arbiter_host()] if h]
+    exposure.check(_hosts, keys_enabled=KEYS.enabled, no_auth=CONFIG.no_auth, keys_file=KEYS.path)
+except SettingsError as _error:
+    _refuse(_error)
 DEFINITION: Definition | None = None
 schemas: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
 if IN_WORKER:
@@ -110,10 +135,21 @@ class ModelService:
             max_queue=CONFIG.max_queue,
             on_batch=self._record_batch,
         )
+        self.worker = worker
+        self.bus = Bus()  # what one worker learns, the others act on (service/fanout.py)
         self.rollout: Rollout | None = None
         if CONFIG.challenger:
             self.rollout = Rollout(SETTINGS, CONFIG, DEFINITION, REGISTRY, self.runtime,
-                                   self.batcher, worker=worker)  # fmt: skip
+                                   self.batcher, worker=worker,
+                                   secret=self.bus.secret())  # fmt: skip
+            self.rollout.on_rollback = lambda pair, reason: self.bus.publish(
+                "canary-rollback", pair=list(pair), reason=reason, worker=worker
+            )
+        # Registry checks on threads of their own, never the request path's; one running
+        # and one pending per alias, however many events ask (webhook bursts).
+        self._registry_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="registry")
+        self._checks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
         # Validation and preprocessing of large requests, off the event loop: two threads,
         # since both hold the GIL most of the time (more would only queue for it).
         self._preparers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
@@ -154,6 +190,8 @@ class ModelService:
         if CONFIG.drift:
             tracking = drift.track(lambda: self.drift, self._export_drift, self._log_drift)
             self._tasks.append(asyncio.create_task(tracking, name="proto2prod-drift"))
+        listening = self.bus.listen(self._on_event)
+        self._tasks.append(asyncio.create_task(listening, name="proto2prod-fanout"))
         lifecycle.drain_on_sigterm(loop, CONFIG.drain_s, self._start_draining)
 
     def _start_draining(self) -> bool:
@@ -174,19 +212,66 @@ class ModelService:
         lifecycle.settle_garbage_collector()
         while True:
             await asyncio.sleep(self.runtime.next_poll_in())
-            for alias, runtime in self.runtimes().items():
-                await self._guarded(runtime, runtime.check, f"registry check of {alias or 'it'}")
+            for alias in self.runtimes():
+                task = self._schedule(alias, f"registry check of {alias or 'it'}")
+                if task is not None:
+                    await asyncio.shield(task)
 
     async def check_now(self, alias: str) -> None:
-        """A registry event says `alias` moved: the poll's check, at once (webhooks)."""
-        runtime = self.runtimes().get(alias)
-        if runtime is not None:
-            await self._guarded(runtime, runtime.check, f"registry event for {alias}")
+        """A registry event says `alias` moved: the poll's check, at once (webhooks), here
+        and in every other worker of the service."""
+        if alias in self.runtimes():
+            self.bus.publish("check", alias=alias, worker=self.worker)
+            self._schedule(alias, f"registry event for {alias}")
 
-    @staticmethod
-    async def _guarded(runtime: ModelRuntime, step: Callable[[], object], what: str) -> None:
+    async def reload(self) -> dict[str, Any]:
+        """`/admin/reload`: check now, retrying a refused version, in every worker."""
+        self.bus.publish("reload", worker=self.worker)
+        step = functools.partial(self.runtime.check, retry_refused=True)
+        loop = asyncio.get_running_loop()
+        return dict(await loop.run_in_executor(self._registry_pool, step))
+
+    def _schedule(self, alias: str, why: str) -> asyncio.Task[None] | None:
+        """The check of `alias`: the one running (a second is then pending), or a new one."""
+        runtime = self.runtimes().get(alias)
+        if runtime is None:
+            return None
+        running = self._checks.get(alias)
+        if running is not None:
+            self._again.add(alias)
+            return running
+
+        async def checking() -> None:
+            try:
+                while True:
+                    self._again.discard(alias)
+                    await self._guarded(runtime, runtime.check, why)
+                    if alias not in self._again:
+                        return
+            finally:
+                self._checks.pop(alias, None)
+
+        task = asyncio.create_task(checking(), name=f"proto2prod-check-{alias}")
+        self._checks[alias] = task
+        return task
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        """Another worker's news (service/fanout.py): act on it as if it came here."""
+        kind, worker = event.get("kind"), event.get("worker")
+        if kind == "check":
+            self._schedule(str(event.get("alias")), f"registry event (from worker {worker})")
+        elif kind == "reload":
+            step = functools.partial(self.runtime.check, retry_refused=True)
+            await self._guarded(self.runtime, step, f"forced reload (from worker {worker})")
+        elif kind == "canary-rollback" and self.rollout is not None:
+            pair = event.get("pair") or []
+            if len(pair) == 2:
+                self.rollout.rolled_back_elsewhere((str(pair[0]), str(pair[1])),
+                                                   str(event.get("reason")), worker)  # fmt: skip
+
+    async def _guarded(self, runtime: ModelRuntime, step: Callable[[], object], what: str) -> None:
         try:
-            await asyncio.to_thread(step)
+            await asyncio.get_running_loop().run_in_executor(self._registry_pool, step)
         except (RegistryUnavailable, CacheUnavailable) as exc:  # counted by the runtime
             log.warning("%s failed (%d in a row; next in %.0f s): %s", what,
                         runtime.failures, runtime.next_poll_in(), exc)  # fmt: skip
@@ -203,6 +288,7 @@ class ModelService:
             task.cancel()
         await self.batcher.close()
         self._preparers.shutdown(wait=False, cancel_futures=True)
+        self._registry_pool.shutdown(wait=False, cancel_futures=True)
 
     async def __is_ready__(self) -> bool:
         return self.runtime.ready and not self.draining
@@ -213,19 +299,18 @@ class ModelService:
         # The declaration gives /docs the fields' schema and BentoML's clients the route;
         # `PredictEndpoint` answers POST /predict before BentoML's dispatch is reached.
         loop = asyncio.get_running_loop()
-        answer = await self.answer(inputs, loop.time() + CONFIG.timeout_s, False, None)
+        answer = await self.answer(inputs, loop.time() + CONFIG.timeout_s, RequestInfo(small=False))
         return JSONResponse(answer.body, answer.status, headers=answer.headers)  # type: ignore[return-value]
 
-    async def answer(
-        self, inputs: list[Any], deadline: float, small: bool, key: str | None
-    ) -> Answer:
+    async def answer(self, inputs: list[Any], deadline: float, info: RequestInfo) -> Answer:
         """Validate, preprocess and batch `inputs` on the current version, by `deadline`.
 
-        `small` requests are prepared on the event loop (cheaper than a thread hop); others
-        in the preparation threads, which stop between items once the deadline has passed,
-        so no request can stall the event loop or outlive its timeout by much. `key` (the
-        `X-Request-Key` header) keeps a client on one side of a canary.
+        `info.small` requests are prepared on the event loop (cheaper than a thread hop);
+        others in the preparation threads, which stop between items once the deadline has
+        passed, so no request can stall the event loop or outlive its timeout by much.
+        `info.key` (the `X-Request-Key` header) keeps a client on one side of a canary.
         """
+        small = info.small
         loaded = self.runtime.current  # this request stays on this version
         if loaded is None:
             reason = self.runtime.not_ready_reason or "no model loaded yet"
@@ -234,10 +319,11 @@ class ModelService:
             answer, prepared = await self._answer_on(loaded, inputs, deadline, small)
             self._observe(loaded, inputs, prepared, answer)
             return self._count(answer, loaded.version)
-        loaded, canary = self.rollout.pick(loaded, key)
+        loaded, canary = self.rollout.pick(loaded, info.key)
         started = time.perf_counter()
         answer, prepared = await self._answer_on(loaded, inputs, deadline, small)
-        self.rollout.answered(loaded, canary, time.perf_counter() - started, answer, prepared)
+        elapsed = time.perf_counter() - started
+        self.rollout.answered(loaded, canary, elapsed, answer, prepared, info)
         if not canary:
             self._observe(loaded, inputs, prepared, answer)
         return self._count(answer, loaded.version)
@@ -275,6 +361,7 @@ class ModelService:
     def _export_drift(tracker: DriftTracker, report: dict[str, Any]) -> None:
         psi = {name: found["psi"] for name, found in report["statistics"].items()}
         metrics.export_drift(MODEL_NAME, tracker.version, psi)
+        metrics.forget_dead_workers()
 
     @staticmethod
     def _log_drift(tracker: DriftTracker, report: dict[str, Any]) -> None:
@@ -346,19 +433,25 @@ class ModelService:
         return answer
 
 
-# Listed first = outermost: an oversized or non-JSON body is refused before it is read.
+# Listed first = outermost: no error escapes without an answer; an oversized or non-JSON
+# body is refused before it is read; /admin/* and /predict share one body budget.
 SERVICE = cast("bentoml.Service[ModelService]", ModelService)  # what the decorators made it
-SERVICE.add_asgi_middleware(
-    BodyLimit, max_bytes=int(CONFIG.max_body_mb * 1024 * 1024), json_paths=("/predict",)
-)
-SERVICE.add_asgi_middleware(
-    PredictEndpoint,
-    answerer=lambda: _service.answer if _service is not None else None,
-    authorize=lambda header: KEYS.check(header, "predict"),
-    limits=Limits(
+BODIES = BodyReader(
+    Limits(
         max_concurrency=CONFIG.max_concurrency,
         max_inflight_bytes=int(CONFIG.max_inflight_mb * 1024 * 1024),
         body_timeout_s=CONFIG.body_timeout_s,
         timeout_s=CONFIG.timeout_s,
-    ),
+    )
+)
+SERVICE.add_asgi_middleware(Unexpected)
+SERVICE.add_asgi_middleware(
+    BodyLimit, max_bytes=int(CONFIG.max_body_mb * 1024 * 1024), json_paths=("/predict",)
+)
+SERVICE.add_asgi_middleware(AdminBodies, reader=BODIES)
+SERVICE.add_asgi_middleware(
+    PredictEndpoint,
+    answerer=lambda: _service.answer if _service is not None else None,
+    authorize=lambda header: KEYS.check(header, "predict"),
+    reader=BODIES,
 )

@@ -27,6 +27,10 @@ PENDING = 64
 DIGEST_S = 0.5
 MIN_LIVE = 30
 """Live values a statistic needs before it gets a verdict."""
+MIN_REQUESTS = 20
+"""Distinct requests those values must come from: one client's request cannot decide a
+verdict. Each request also weighs at most `window // MIN_REQUESTS` items of the window (a
+request of 256 shifted items counts as 50 of a window of 1,000)."""
 
 
 class DriftTracker:
@@ -40,15 +44,17 @@ class DriftTracker:
         self._pending: collections.deque[tuple[list[Any], list[Any], list[Any]]] = (
             collections.deque(maxlen=PENDING)
         )
-        self._values: dict[str, collections.deque[float | str]] = {
+        self._values: dict[str, collections.deque[tuple[float | str, int]]] = {
             name: collections.deque(maxlen=window) for name in reference["statistics"]
-        }
+        }  # (value, the request it came from)
+        self.per_request = max(1, window // MIN_REQUESTS)
         self._lock = threading.Lock()
         self.requests = 0
         """Requests seen (measured or dropped)."""
         self.items = 0
         """Items measured."""
         self.logged_at_items = 0
+        self._request = 0  # a number per measured request (the digest thread's own)
         self.run: Any = None
         """The MLflow run its windows are logged to (registry/rollouts.py), once created."""
 
@@ -67,17 +73,21 @@ class DriftTracker:
                 break
         measured = 0
         inputs, outputs = self.model.inputs, self.model.outputs
-        rows: list[dict[str, float | str]] = []
+        rows: list[tuple[dict[str, float | str], int]] = []
         for items, tensors, answers in taken:
-            for item, tensor, answer in zip(items, tensors, answers, strict=True):
-                rows.append({**statistics.input_values(inputs, item, tensor),
-                             **statistics.output_values(outputs, answer)})  # fmt: skip
+            self._request += 1
+            step = max(1, len(items) // self.per_request)  # evenly spread, capped
+            for index in range(0, len(items), step)[: self.per_request]:
+                item, tensor, answer = items[index], tensors[index], answers[index]
+                values = {**statistics.input_values(inputs, item, tensor),
+                          **statistics.output_values(outputs, answer)}  # fmt: skip
+                rows.append((values, self._request))
                 measured += 1
         with self._lock:
-            for row in rows:
+            for row, request in rows:
                 for name, value in row.items():
                     if name in self._values:
-                        self._values[name].append(value)
+                        self._values[name].append((value, request))
             self.items += measured
         return measured
 
@@ -85,11 +95,15 @@ class DriftTracker:
         with self._lock:
             windows = {name: list(values) for name, values in self._values.items()}
         found = {}
-        for name, values in windows.items():
-            if len(values) < MIN_LIVE:
-                found[name] = {"psi": None, "ks_p": None, "verdict": "too few", "live": len(values)}
+        for name, pairs in windows.items():
+            values = [value for value, _ in pairs]
+            requests = len({request for _, request in pairs})
+            if len(values) < MIN_LIVE or requests < MIN_REQUESTS:
+                found[name] = {"psi": None, "ks_p": None, "verdict": "too few",
+                               "live": len(values), "requests": requests}  # fmt: skip
             else:
-                found[name] = statistics.compare(self.reference["statistics"][name], values)
+                found[name] = {**statistics.compare(self.reference["statistics"][name], values),
+                               "requests": requests}  # fmt: skip
         return {
             "version": self.version,
             "reference": self.reference.get("source"),

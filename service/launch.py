@@ -23,12 +23,12 @@ def metrics_folder(root: Path, pid: int) -> Path:
     """`root/<pid>`, after removing the folders of processes no longer running."""
     root.mkdir(parents=True, exist_ok=True)
     for folder in root.iterdir():
-        if folder.name.isdigit() and int(folder.name) != pid and not _alive(int(folder.name)):
+        if folder.name.isdigit() and int(folder.name) != pid and not alive(int(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)
     return root / str(pid)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import bentoml
 
@@ -33,7 +34,27 @@ DRIFT_PSI = bentoml.metrics.Gauge(
     name="proto2prod_drift_psi",
     documentation="Population Stability Index of live traffic against the version's reference",
     labelnames=["model", "version", "statistic"],
+    # a gauge of live workers only: a killed worker's last values must not stay in /metrics
+    multiprocess_mode="livemax",
 )
+
+
+def forget_dead_workers() -> None:
+    """Remove the live-gauge files of workers that are gone (killed: nothing of theirs ran
+    to say so), so their drift values leave `/metrics`."""
+    from prometheus_client import multiprocess
+
+    from proto2prod.service.launch import alive
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder or not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith("gauge_live") and name.endswith(".db"):
+            pid = name[: -len(".db")].rpartition("_")[2]
+            if pid.isdigit() and not alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    multiprocess.mark_process_dead(int(pid), folder)
 
 
 def export_drift(model: str, version: str, psi: dict[str, float | None]) -> None:

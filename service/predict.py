@@ -14,7 +14,7 @@ answers `POST /predict` itself, in order:
 2. **Admission**: a slot is taken only once the body is whole (429 with Retry-After past
    `PROTO2PROD_MAX_CONCURRENCY`).
 3. **Parse**: JSON; large bodies are parsed in a worker thread.
-4. **Answer**: `answer(inputs, deadline, small, key)`, the service's model-specific part
+4. **Answer**: `answer(inputs, deadline, info)`, the service's model-specific part
    (validation, preprocessing off the loop, batching, the version), under the deadline.
 
 The `@bentoml.api` declaration of `/predict` stays: it gives `/docs` the fields' schema and
@@ -24,6 +24,7 @@ BentoML's clients their route; its calls land here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from proto2prod.errors import (
     InvalidRequest,
     NotReady,
     Overloaded,
+    PayloadTooLarge,
     Refused,
     RequestTimeout,
     TooManyRequests,
@@ -50,10 +52,9 @@ PARSE_INLINE_BYTES = 256 * 1024
 a worker thread, so one large body never stalls the others."""
 
 
-Answerer = Callable[[list[Any], float, bool, str | None], Awaitable[Answer]]
-"""`answer(inputs, deadline, small, key)`: `deadline` is on the event loop's clock
-(`loop.time()`); `small` says the body was small enough to validate and preprocess on the
-event loop; `key` is the `X-Request-Key` header (a canary keeps a key on one side)."""
+Answerer = Callable[[list[Any], float, "RequestInfo"], Awaitable[Answer]]
+"""`answer(inputs, deadline, info)`: `deadline` is on the event loop's clock (`loop.time()`);
+`info` says what else the answer needs to know of the request."""
 
 SMALL_BODY_BYTES = 16 * 1024
 """A body this small holds at most a few thousand numbers: validating it on the event loop
@@ -75,57 +76,32 @@ class _ClientGone(Exception):
     """The client disconnected (or an outer layer cut the body off): nothing to answer."""
 
 
-class PredictEndpoint:
-    """ASGI middleware serving `POST /predict` through `answerer()`; all else passes on.
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the answer needs to know of a request besides its items."""
 
-    `answerer` is a callable returning the service's `answer` once the service exists (None
-    before), because middlewares are built before BentoML instantiates the service.
-    """
+    small: bool
+    """Small enough to validate and preprocess on the event loop."""
+    key: str | None = None
+    """The `X-Request-Key` header (a canary keeps a key on one side)."""
+    client: str = ""
+    """Who asked, for judgements one client must not make: the key, else the address."""
+    body_bytes: int = 0
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        answerer: Callable[[], Answerer | None],
-        limits: Limits,
-        authorize: Callable[[str | None], object] | None = None,
-    ) -> None:
-        self.app = app
-        self.answerer = answerer
+
+class BodyReader:
+    """Reads request bodies under a deadline and one budget of bytes held by all requests
+    together (`/predict` and `/admin/*` share it)."""
+
+    def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.authorize = authorize
-        """Checks the `Authorization` header (raises `Refused`): API keys, before the body."""
-        self.inside = 0
-        """Requests with a whole body, being answered (the admission count)."""
         self.inflight_bytes = 0
         """Body bytes held by all requests together (the memory budget's count)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        held = 0
-        try:
-            if self.authorize is not None:
-                self.authorize(_header(scope, b"authorization"))
-            try:
-                body, held = await self._read_body(receive)
-            except _ClientGone:
-                return
-            answer = await self._admit_and_answer(body, _header(scope, b"x-request-key"))
-        except Refused as refused:
-            answer = Answer.of(refused)
-        finally:
-            self.inflight_bytes -= held
-        # 401, 403, 408 and 413 leave the body unread: the connection cannot be reused
-        await send_answer(send, answer, close=answer.status in (401, 403, 408, 413))
-        if answer.status >= 400 and answer.status != 503:
-            # one line, never the input and never a traceback: the client's mistake, not ours
-            log.info("/predict %d %s: %s", answer.status, answer.body.get("error"),
-                     answer.body.get("message"))  # fmt: skip
-
-    async def _read_body(self, receive: Receive) -> tuple[bytes, int]:
-        """The whole body and the bytes it holds of the budget (released by the caller)."""
+    async def read(self, receive: Receive, *, max_bytes: int | None = None) -> tuple[bytes, int]:
+        """The whole body and the bytes it holds of the budget (the caller releases them
+        with `release`). `RequestTimeout` past the deadline, `PayloadTooLarge` past
+        `max_bytes`, `Overloaded` past the budget, `_ClientGone` on a disconnect."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.body_timeout_s
         chunks: list[bytes] = []
@@ -142,6 +118,8 @@ class PredictEndpoint:
                 if message["type"] == "http.disconnect":
                     raise _ClientGone
                 chunk = message.get("body", b"")
+                if max_bytes is not None and held + len(chunk) > max_bytes:
+                    raise PayloadTooLarge(f"the request body is over {max_bytes} bytes")
                 if self.inflight_bytes + len(chunk) > self.limits.max_inflight_bytes:
                     raise Overloaded(
                         f"the service holds {self.inflight_bytes // 1_000_000} MB of request "
@@ -156,7 +134,64 @@ class PredictEndpoint:
             self.inflight_bytes -= held
             raise
 
-    async def _admit_and_answer(self, body: bytes, key: str | None) -> Answer:
+    def release(self, held: int) -> None:
+        self.inflight_bytes -= held
+
+
+class PredictEndpoint:
+    """ASGI middleware serving `POST /predict` through `answerer()`; all else passes on.
+
+    `answerer` is a callable returning the service's `answer` once the service exists (None
+    before), because middlewares are built before BentoML instantiates the service.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        answerer: Callable[[], Answerer | None],
+        reader: BodyReader,
+        authorize: Callable[[str | None], object] | None = None,
+    ) -> None:
+        self.app = app
+        self.answerer = answerer
+        self.reader = reader
+        self.limits = reader.limits
+        self.authorize = authorize
+        """Checks the `Authorization` header (raises `Refused`): API keys, before the body."""
+        self.inside = 0
+        """Requests with a whole body, being answered (the admission count)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        held = 0
+        try:
+            if self.authorize is not None:
+                self.authorize(_header(scope, b"authorization"))
+            try:
+                body, held = await self.reader.read(receive)
+            except _ClientGone:
+                return
+            key = _header(scope, b"x-request-key")
+            client = scope.get("client")
+            info = RequestInfo(small=len(body) <= SMALL_BODY_BYTES, key=key,
+                               client=key or (str(client[0]) if client else ""),
+                               body_bytes=len(body))  # fmt: skip
+            answer = await self._admit_and_answer(body, info)
+        except Refused as refused:
+            answer = Answer.of(refused)
+        finally:
+            self.reader.release(held)
+        # 401, 403, 408 and 413 leave the body unread: the connection cannot be reused
+        await send_answer(send, answer, close=answer.status in (401, 403, 408, 413))
+        if answer.status >= 400 and answer.status != 503:
+            # one line, never the input and never a traceback: the client's mistake, not ours
+            log.info("/predict %d %s: %s", answer.status, answer.body.get("error"),
+                     answer.body.get("message"))  # fmt: skip
+
+    async def _admit_and_answer(self, body: bytes, info: RequestInfo) -> Answer:
         if self.inside >= self.limits.max_concurrency:
             return Answer.of(TooManyRequests(
                 f"{self.inside} requests are being served, the limit is "
@@ -169,10 +204,11 @@ class PredictEndpoint:
             answer = self.answerer()
             if answer is None:
                 return Answer.of(NotReady("the service is starting"))
-            small = len(body) <= SMALL_BODY_BYTES and not any(
+            if info.small and any(
                 isinstance(x, str) and len(x) > SMALL_STRING_CHARS for x in inputs
-            )
-            return await answer(inputs, deadline, small, key)
+            ):
+                info = dataclasses.replace(info, small=False)
+            return await answer(inputs, deadline, info)
         finally:
             self.inside -= 1
 

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from proto2prod.definition import Definition
@@ -32,8 +33,9 @@ from proto2prod.registry import Registry
 from proto2prod.registry.rollouts import ROLLED_BACK, RolloutRun
 from proto2prod.service.batcher import MicroBatcher
 from proto2prod.service.busy import Busy
-from proto2prod.service.canary import CanaryGuard
+from proto2prod.service.canary import CanaryGuard, Sample, size_class
 from proto2prod.service.http import Answer
+from proto2prod.service.predict import RequestInfo
 from proto2prod.service.runtime import Loaded, ModelRuntime
 from proto2prod.service.shadow import ShadowStats
 from proto2prod.settings import ServiceSettings, Settings
@@ -58,6 +60,7 @@ class Rollout:
         batcher: MicroBatcher[Any],
         *,
         worker: int = 1,
+        secret: bytes | None = None,
     ) -> None:
         assert config.challenger is not None, "a rollout needs a shadow or a canary alias"
         self.config = config
@@ -84,6 +87,10 @@ class Rollout:
         self._tasks: set[asyncio.Task[None]] = set()
         self.load = Busy()
         """Watched only with a shadow (`log_forever` starts it)."""
+        self.secret = secret
+        """The canary's hash key, shared by the service's workers (service/fanout.py)."""
+        self.on_rollback: Callable[[tuple[str, str], str], None] | None = None
+        """Told when this worker rolls the canary back (the service tells the others)."""
 
     # -- the pair -------------------------------------------------------------------------
     def _challenger(self) -> Loaded | None:
@@ -114,6 +121,8 @@ class Rollout:
                 self.config.canary_percent,
                 window=self.config.canary_window,
                 min_requests=self.config.canary_min_requests,
+                min_clients=self.config.canary_min_clients,
+                secret=self.secret,
                 max_error_delta=self.config.canary_max_error_delta,
                 max_p99_ratio=self.config.canary_max_p99_ratio,
                 rng=self._random,
@@ -129,19 +138,29 @@ class Rollout:
         return champion, False
 
     def answered(
-        self, loaded: Loaded, canary: bool, seconds: float, answer: Answer, prepared: list[Any]
+        self,
+        loaded: Loaded,
+        canary: bool,
+        seconds: float,
+        answer: Answer,
+        prepared: list[Any],
+        info: RequestInfo,
     ) -> None:
         """After an answer: the canary's score; the shadow's sample, as idle work."""
         challenger = self._challenger()
         if challenger is None:
             return
-        if self.canary is not None:
-            reason = self.canary.record(canary, seconds, answer.status in FAILED)
+        counts = answer.status == 200 or answer.status in FAILED  # never a refusal
+        if self.canary is not None and counts and self.pair is not None:
+            items = max(1, len(prepared))
+            sample = Sample(seconds / items, size_class(info.body_bytes, items), info.client,
+                            answer.status in FAILED)  # fmt: skip
+            reason = self.canary.record(canary, sample)
             if reason is not None:
                 log.error("canary v%s rolled back: %s", challenger.version, reason)
-                task = asyncio.get_running_loop().create_task(self._log_guarded())
-                self._tasks.add(task)  # held until done: the loop keeps weak references
-                task.add_done_callback(self._tasks.discard)
+                if self.on_rollback is not None:
+                    self.on_rollback(self.pair, reason)
+                self._log_soon()
         shadow = self.shadow
         if shadow is None or answer.status != 200 or loaded is challenger:
             return
@@ -165,6 +184,20 @@ class Rollout:
             shadow.failed += 1
         else:
             shadow.add(outputs, done.result())
+
+    def rolled_back_elsewhere(self, pair: tuple[str, str], reason: str, worker: object) -> None:
+        """Another worker rolled the canary of `pair` back: so does this one."""
+        self._challenger()
+        if self.canary is None or self.pair != pair or self.canary.percent <= 0:
+            return
+        self.canary.roll_back(f"{reason} (judged by worker {worker})")
+        log.error("canary v%s rolled back by worker %s: %s", pair[1], worker, reason)
+        self._log_soon()
+
+    def _log_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._log_guarded())
+        self._tasks.add(task)  # held until done: the loop keeps weak references
+        task.add_done_callback(self._tasks.discard)
 
     def on_batch(self, predictor: Any, size: int, seconds: float) -> None:
         """The batcher's timing of one forward pass, attributed to its side."""

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from proto2prod.errors import (
@@ -41,6 +41,8 @@ class Served(Protocol):
     def drift_report(self) -> dict[str, Any]: ...
 
     async def check_now(self, alias: str) -> None: ...
+
+    async def reload(self) -> dict[str, Any]: ...
 
 
 def routes(
@@ -112,7 +114,7 @@ def routes(
         # compare_digest either way: how long the check takes says nothing about the token
         token_ok = (
             admin_token is not None
-            and scheme == "Bearer"
+            and scheme.lower() == "bearer"  # RFC 7235: the scheme is case-insensitive
             and hmac.compare_digest(given.strip().encode(), admin_token.encode())
         )
         if not token_ok:
@@ -131,13 +133,18 @@ def routes(
         if current is None:
             return error_response(NotReady("the service is starting"))
         try:
-            result = await asyncio.to_thread(current.runtime.check, retry_refused=True)
+            result = await current.reload()
         except (RegistryUnavailable, CacheUnavailable) as exc:
             return error_response(exc)
         return JSONResponse(result)
 
+    async def docs(request: Request) -> RedirectResponse:
+        """BentoML's Swagger UI is at `/`; `/docs` is where people look for it."""
+        return RedirectResponse("/", status_code=307)
+
     return Starlette(
         routes=[
+            Route("/docs", docs, methods=["GET"]),
             Route("/metadata", metadata, methods=["GET"]),
             Route("/admin/reload", admin_reload, methods=["POST"]),
             Route("/admin/registry-events", registry_event, methods=["POST"]),

@@ -31,6 +31,12 @@ ALIAS_EVENTS = ("model_version_alias.created", "model_version_alias.deleted")
 ID_HEADER = "x-mlflow-delivery-id"
 TIMESTAMP_HEADER = "x-mlflow-timestamp"
 SIGNATURE_HEADER = "x-mlflow-signature"
+HEADERS = (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+UNSIGNED = (
+    "not a signed MLflow webhook delivery: X-MLflow-Delivery-Id, X-MLflow-Timestamp and "
+    "X-MLflow-Signature are required (create the webhook with the secret in "
+    "PROTO2PROD_WEBHOOK_SECRET: proto2prod webhook create)"
+)
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,7 @@ def verify(
     timestamp = headers.get(TIMESTAMP_HEADER, "")
     given = headers.get(SIGNATURE_HEADER, "")
     if not (delivery_id and timestamp and given):
-        raise Unauthorized(
-            "not a signed MLflow webhook delivery: X-MLflow-Delivery-Id, X-MLflow-Timestamp "
-            "and X-MLflow-Signature are required (create the webhook with the secret in "
-            "PROTO2PROD_WEBHOOK_SECRET: proto2prod webhook create)"
-        )
+        raise Unauthorized(UNSIGNED)
     expected = sign(secret, delivery_id, timestamp, body)
     # Standard Webhooks allows several space-separated signatures (during secret rotation).
     if not any(hmac.compare_digest(s.encode(), expected.encode()) for s in given.split()):

@@ -58,6 +58,34 @@ def test_concurrent_promotes_are_serialised_and_each_is_recorded(five: Registry)
     assert visited == [m["from"] for m in reversed(moves)] and visited[-1] == "1"
 
 
+def test_two_spellings_of_one_registry_share_one_alias_lock(five: Registry) -> None:
+    """The lock is the registry's, not its URI's: `.../mlflow.db` and `..././mlflow.db`."""
+    from proto2prod.registry.client import registry_identity
+
+    home = five.settings.home
+    spellings = [f"sqlite:///{home}/mlflow.db", f"sqlite:///{home}/./mlflow.db",
+                 f"sqlite:///{home}/../{home.name}/mlflow.db", f"sqlite:///{home}//mlflow.db"]  # fmt: skip
+    assert len({registry_identity(u) for u in spellings}) == 1
+    assert registry_identity("HTTP://Tracking:80/") == registry_identity("http://tracking")
+    assert registry_identity("http://tracking:5000") != registry_identity("http://tracking")
+    promotes = [
+        subprocess.Popen(
+            [str(BIN / "proto2prod"), "promote", "digits", str(v)],
+            env={"PROTO2PROD_HOME": str(home), "MLFLOW_TRACKING_URI": uri, "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for v, uri in zip((2, 3, 4, 5), spellings, strict=True)
+    ]
+    for p in promotes:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    moves = json.loads(five.client.get_registered_model("digits").tags[history_tag("production")])
+    assert len(moves) == 4 and {m["to"] for m in moves} == {"2", "3", "4", "5"}, moves
+    assert all(a["to"] == b["from"] for a, b in zip(moves, moves[1:], strict=False))
+
+
 def hold_sqlite_lock(db: Path, seconds: float) -> threading.Thread:
     """Another writer: holds SQLite's write lock on the registry for `seconds`."""
     started = threading.Event()

@@ -15,7 +15,7 @@ import pytest
 from proto2prod.errors import InvalidRequest, SettingsError, Unauthorized
 from proto2prod.service import webhooks
 from proto2prod.service.batcher import MicroBatcher
-from proto2prod.service.canary import CanaryGuard
+from proto2prod.service.canary import CanaryGuard, Sample
 from proto2prod.service.shadow import ShadowStats, compare
 from proto2prod.settings import ServiceSettings
 
@@ -128,8 +128,13 @@ def test_shadow_totals() -> None:
 
 
 def guard(**options: Any) -> CanaryGuard:
-    settings = {"window": 100, "min_requests": 20, "rng": random.Random(7), **options}
+    settings = {"window": 100, "min_requests": 20, "min_clients": 3, "rng": random.Random(7),
+                "secret": b"s" * 32, **options}  # fmt: skip
     return CanaryGuard(10, **settings)
+
+
+def sample(seconds: float, failed: bool = False, *, client: int = 0, size: int = 10) -> Sample:
+    return Sample(seconds, size, f"client-{client % 7}", failed)
 
 
 def test_the_canary_takes_its_share_and_a_key_always_lands_on_the_same_side() -> None:
@@ -140,15 +145,18 @@ def test_the_canary_takes_its_share_and_a_key_always_lands_on_the_same_side() ->
     first = [canary.takes(k) for k in keyed]
     assert first == [canary.takes(k) for k in keyed]
     assert 120 < sum(first) < 280
+    # the side is a keyed hash: another service's secret puts the same keys elsewhere
+    other = [guard(secret=b"t" * 32).takes(k) for k in keyed]
+    assert other != first and 120 < sum(other) < 280
 
 
 def test_a_canary_with_more_errors_is_rolled_back_once_judged() -> None:
     canary = guard()
-    for _ in range(100):
-        assert canary.record(False, 0.010, False) is None
-    reasons = [canary.record(True, 0.010, i % 5 == 0) for i in range(19)]
+    for i in range(100):
+        assert canary.record(False, sample(0.010, client=i)) is None
+    reasons = [canary.record(True, sample(0.010, i % 5 == 0, client=i)) for i in range(19)]
     assert not any(reasons)  # fewer than min_requests: not judged yet
-    reasons = [canary.record(True, 0.010, i % 5 == 0) for i in range(20)]
+    reasons = [canary.record(True, sample(0.010, i % 5 == 0, client=i)) for i in range(20)]
     rolled = [r for r in reasons if r]
     assert len(rolled) == 1 and "error rate 25.0%" in rolled[0]  # 5 of the first 20
     assert canary.percent == 0 and not canary.takes(None) and not canary.takes("user-1")
@@ -158,15 +166,39 @@ def test_a_canary_with_more_errors_is_rolled_back_once_judged() -> None:
 def test_a_slower_canary_is_rolled_back_a_similar_one_is_not() -> None:
     similar = guard()
     for i in range(100):
-        similar.record(False, 0.010 + i % 3 / 1000, False)
-        assert similar.record(True, 0.011 + i % 3 / 1000, False) is None
+        similar.record(False, sample(0.010 + i % 3 / 1000, client=i))
+        assert similar.record(True, sample(0.011 + i % 3 / 1000, client=i)) is None
     assert similar.percent == 10
     slow = guard()
     reasons = []
+    for i in range(100):
+        slow.record(False, sample(0.010, client=i))
+        reasons.append(slow.record(True, sample(0.030, client=i)))
+    assert any(r and "p99 30.0 ms per item" in r for r in reasons)
+
+
+def test_one_client_cannot_roll_the_canary_back() -> None:
+    lone = guard()  # every answer from one client: never judged, however bad
     for _ in range(100):
-        slow.record(False, 0.010, False)
-        reasons.append(slow.record(True, 0.030, False))
-    assert any(r and "p99 30.0 ms" in r for r in reasons)
+        lone.record(False, Sample(0.010, 10, "me", False))
+        assert lone.record(True, Sample(0.500, 10, "me", True)) is None
+    assert lone.percent == 10
+    # one huge body among small ones is judged against its own size class, where the
+    # champion has too few samples: no verdict from it
+    big = guard()
+    for i in range(99):
+        big.record(False, sample(0.010, client=i))
+        big.record(True, sample(0.010, client=i))
+    assert big.record(True, sample(0.400, client=1, size=20)) is None
+    assert big.failing() is None and big.percent == 10
+
+
+def test_refusals_are_neither_canary_errors_nor_latency_samples() -> None:
+    from proto2prod.service.canary import size_class
+
+    assert size_class(1500, 1) == size_class(1900, 1) == 10
+    assert size_class(3_000_000, 1) > size_class(3000, 1)
+    assert size_class(0, 0) == 0
 
 
 def test_idle_work_runs_only_when_no_request_waits_and_is_dropped_when_full() -> None:

@@ -96,33 +96,34 @@ def serve(
         env.update({k: v for k, v in options.items() if v})
         if shadow_rate is not None:
             env["PROTO2PROD_SHADOW_RATE"] = str(shadow_rate)
+        if no_auth:
+            env["PROTO2PROD_NO_AUTH"] = "1"
         _check_service_settings(env)
         _check_exposure(host, env, no_auth)
     # BentoML's CLI, with this service's own metrics folder (proto2prod/service/launch.py)
     args = [sys.executable, "-m", "proto2prod.service.launch", "serve"]
     args += ["proto2prod.service.app:ModelService"]
     args += ["--host", host, "--port", str(port)]
-    console.print(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    console.print(f"serving {model} on http://{host}:{port} (API docs: http://{host}:{port}/)")
     sys.stdout.flush()
     os.execvpe(args[0], args, env)  # BentoML gets our signals (Ctrl-C, SIGTERM) directly
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def _check_exposure(host: str, env: dict[str, str], no_auth: bool) -> None:
-    """Beyond loopback, a service without API keys answers anyone: refuse unless told."""
+    """Beyond loopback, a service without API keys answers anyone: refuse unless told (the
+    service checks this itself too, however it is started: service/exposure.py)."""
+    from proto2prod.service.exposure import is_loopback
     from proto2prod.service.keys import KeyStore
     from proto2prod.settings import Settings
 
-    if host in LOOPBACK or host.startswith("127.") or no_auth:
+    if is_loopback(host) or no_auth:
         return
-    keys_file = Settings.from_env(env).keys_file
-    assert keys_file is not None
-    if not KeyStore(keys_file).records():
+    settings = Settings.from_env(env)
+    assert settings.keys_file is not None
+    if not settings.keys_required and not KeyStore(settings.keys_file).records():
         raise InvalidArgument(
-            f"--host {host} exposes the service, and {keys_file} holds no API key: create one "
-            f"(proto2prod keys create NAME), or pass --no-auth to serve it open"
+            f"--host {host} exposes the service, and {settings.keys_file} holds no API key: "
+            f"create one (proto2prod keys create NAME), or pass --no-auth to serve it open"
         )
 
 
