@@ -63,8 +63,12 @@ def test_two_spellings_of_one_registry_share_one_alias_lock(five: Registry) -> N
     from proto2prod.registry.client import registry_identity
 
     home = five.settings.home
-    spellings = [f"sqlite:///{home}/mlflow.db", f"sqlite:///{home}/./mlflow.db",
-                 f"sqlite:///{home}/../{home.name}/mlflow.db", f"sqlite:///{home}//mlflow.db"]  # fmt: skip
+    spellings = [
+        f"sqlite:///{home}/mlflow.db",
+        f"sqlite:///{home}/./mlflow.db",
+        f"sqlite:///{home}/../{home.name}/mlflow.db",
+        f"sqlite:///{home}//mlflow.db",
+    ]
     assert len({registry_identity(u) for u in spellings}) == 1
     assert registry_identity("HTTP://Tracking:80/") == registry_identity("http://tracking")
     assert registry_identity("http://tracking:5000") != registry_identity("http://tracking")
