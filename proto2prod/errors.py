@@ -12,6 +12,7 @@
     ├── DeviceUnavailable            503   2    a GPU was required and torch sees none
     ├── CacheUnavailable             503  75    the local model cache cannot be written
     ├── ServiceUnreachable           503  75    a service a command asks does not answer
+    ├── NotAService                  502   2    what answered is not a proto2prod service
     ├── RegistryError                      2    anything else about the MLflow registry
     │   ├── ModelNotFound            404   3    unknown model name, version or alias
     │   ├── RegistryUnavailable      503  75    the tracking server cannot be reached
@@ -147,6 +148,13 @@ class ServiceUnreachable(Proto2ProdError):
 
     status = 503
     exit_code = EXIT_RETRY
+
+
+class NotAService(Proto2ProdError):
+    """The URL answered, but not as a proto2prod service does (not JSON, a list, no
+    `outputs`, an answer too large to read): fix the URL."""
+
+    status = 502
 
 
 class RegistryError(Proto2ProdError):

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from proto2prod.errors import DefinitionError, InvalidInput, Proto2ProdError, ServiceUnreachable
+from proto2prod.errors import (
+    DefinitionError,
+    InvalidInput,
+    NotAService,
+    Proto2ProdError,
+    ServiceUnreachable,
+)
 from proto2prod.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,8 +61,38 @@ class InProcess:
         ]
 
 
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""The most of a `/predict` answer read (a row of images fits many times over); a larger one
+is refused as it streams in, never held whole."""
+MAX_METADATA_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A bounded HTTP answer: status, headers and body as bytes."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def object(self) -> dict[str, Any] | None:
+        """The body as a JSON object, or None when it is not one."""
+        import json
+
+        try:
+            found = json.loads(self.body)
+        except (ValueError, RecursionError):
+            return None
+        return found if isinstance(found, dict) else None
+
+
 class Remote:
-    """A thin client of the service's `/predict` (decoupled): no torch, no registry here."""
+    """A thin client of the service's `/predict` (decoupled): no torch, no registry here.
+
+    It survives whatever answers: a body that is not JSON, a list, a 422 without an index,
+    a 200 without `outputs`, an answer of hundreds of MB (read up to `MAX_ANSWER_BYTES`,
+    then refused): each is one readable sentence, never a traceback.
+    """
 
     def __init__(
         self,
@@ -76,35 +112,67 @@ class Remote:
             base_url=self.url, timeout=timeout, transport=transport, headers=headers
         )
 
-    def metadata(self) -> dict[str, Any]:
+    def _send(self, method: str, path: str, limit: int, **kwargs: Any) -> Reply:
+        """One request, its answer read up to `limit` bytes. `ServiceUnreachable` when it
+        cannot be sent or read, `NotAService` when the answer is larger than `limit`."""
         import httpx
 
         try:
-            response = self.client.get("/metadata")
-            if response.status_code in (401, 403):
-                raise Proto2ProdError(
-                    f"{self.url} wants an API key ({response.status_code}: "
-                    f"{self._explain(response)}); set PROTO2PROD_API_KEY to a key from: "
-                    f"proto2prod keys create NAME"
-                )
-            response.raise_for_status()
-            return dict(response.json())
+            with self.client.stream(method, path, **kwargs) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise NotAService(self._too_large(path, int(declared), limit))
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise NotAService(self._too_large(path, size, limit))
+                    chunks.append(chunk)
+                return Reply(response.status_code, dict(response.headers), b"".join(chunks))
         except httpx.HTTPError as exc:
             raise ServiceUnreachable(
-                f"cannot read {self.url}/metadata ({type(exc).__name__}); start the service "
-                f"with: proto2prod serve NAME@ALIAS --port PORT"
+                f"cannot reach {self.url}{path} ({type(exc).__name__}); start the service with: "
+                f"proto2prod serve NAME@ALIAS --port PORT"
             ) from None
 
-    def _post(self, items: list[Any]) -> httpx.Response | str:
-        import httpx
+    def _too_large(self, path: str, size: int, limit: int) -> str:
+        return (
+            f"{self.url}{path} answered more than {limit // 1_000_000} MB ({size} bytes so far): "
+            f"not a proto2prod service's answer"
+        )
 
-        try:
-            return self.client.post("/predict", json={"inputs": items})
-        except httpx.HTTPError as exc:
-            return (
-                f"The model service at {self.url} is not reachable ({type(exc).__name__}). "
-                f"Is it running? Start it with: proto2prod serve NAME@ALIAS"
+    def metadata(self) -> dict[str, Any]:
+        """The service's `/metadata`: a JSON object naming its model, or one clear error."""
+        reply = self._send("GET", "/metadata", MAX_METADATA_BYTES)
+        if reply.status in (401, 403):
+            raise Proto2ProdError(
+                f"{self.url} wants an API key ({reply.status}: {_message(reply)}); set "
+                f"PROTO2PROD_API_KEY to a key from: proto2prod keys create NAME"
             )
+        if reply.status >= 500:
+            raise ServiceUnreachable(
+                f"{self.url}/metadata answered {reply.status} ({_message(reply)}); retry shortly"
+            )
+        found = reply.object()
+        if reply.status != 200 or found is None or not isinstance(found.get("name"), str):
+            raise NotAService(
+                f"{self.url}/metadata answered {reply.status} with "
+                f"{_describe(reply)}, not a proto2prod service's metadata; check the URL"
+            )
+        return found
+
+    def spec(self) -> UISpec:
+        """What the UI shows, from `/metadata` (refused clearly when it is not there)."""
+        from proto2prod.prototype.spec import UISpec
+
+        found = self.metadata()
+        try:
+            return UISpec.from_metadata(found)
+        except (KeyError, TypeError, ValueError, AttributeError, Proto2ProdError) as exc:
+            raise NotAService(
+                f"{self.url}/metadata has no usable UI description ({type(exc).__name__}: "
+                f"{exc}); is it a proto2prod service of this version?"
+            ) from None
 
     def predict(self, items: list[Any]) -> list[Outcome]:
         """One request for the batch. A 422 names the item at fault (`index`): that row
@@ -113,45 +181,75 @@ class Remote:
         outcomes: dict[int, Outcome] = {}
         pending = list(range(len(items)))
         while pending:
-            response = self._post([items[i] for i in pending])
-            if isinstance(response, str):
-                outcomes.update((i, Outcome(error=response)) for i in pending)
+            try:
+                reply = self._send("POST", "/predict", MAX_ANSWER_BYTES,
+                                   json={"inputs": [items[i] for i in pending]})  # fmt: skip
+            except (ServiceUnreachable, NotAService) as exc:
+                message = (
+                    f"The model service at {self.url} is not reachable. Is it running? Start "
+                    f"it with: proto2prod serve NAME@ALIAS"
+                    if isinstance(exc, ServiceUnreachable)
+                    else f"The model service gave an answer too large to read: {exc}"
+                )
+                outcomes.update((i, Outcome(error=message)) for i in pending)
                 break
-            if response.status_code == 200:
-                body = response.json()
-                version = response.headers.get("X-Model-Version", body.get("version"))
-                outputs = body["outputs"]
+            if reply.status == 200:
+                body = reply.object() or {}
+                outputs = body.get("outputs")
+                if not isinstance(outputs, list) or len(outputs) != len(pending):
+                    error = (
+                        f"The model service answered 200 with {_describe(reply)}, not "
+                        f"{len(pending)} outputs: is {self.url} a proto2prod service?"
+                    )
+                    outcomes.update((i, Outcome(error=error)) for i in pending)
+                    break
+                version = reply.headers.get("x-model-version") or str(body.get("version", ""))
                 outcomes.update(
                     (i, Outcome(output=o, version=version))
                     for i, o in zip(pending, outputs, strict=True)
                 )
                 break
-            bad = _bad_index(response, len(pending))
+            bad = _bad_index(reply, len(pending))
             if bad is None:  # not about one item: every row says why
-                outcomes.update((i, Outcome(error=self._explain(response))) for i in pending)
+                outcomes.update((i, Outcome(error=_explain(reply))) for i in pending)
                 break
-            outcomes[pending.pop(bad)] = Outcome(error=self._explain(response))
+            outcomes[pending.pop(bad)] = Outcome(error=_explain(reply))
         return [outcomes[i] for i in range(len(items))]
 
-    def _explain(self, response: httpx.Response) -> str:
-        try:
-            message = str(response.json().get("message") or response.json().get("error"))
-        except ValueError:
-            message = response.reason_phrase
-        if response.status_code < 500:
-            return f"The service refused this input ({response.status_code}): {message}"
-        return f"The service could not answer ({response.status_code}): {message}. Try again."
+
+def _message(reply: Reply) -> str:
+    found = reply.object() or {}
+    message = found.get("message") or found.get("error")
+    return str(message) if isinstance(message, str | int | float) and message else _describe(reply)
 
 
-def _bad_index(response: httpx.Response, sent: int) -> int | None:
+def _describe(reply: Reply) -> str:
+    """What an answer is, in a few words (never its whole body)."""
+    if not reply.body:
+        return "an empty body"
+    found = reply.object()
+    if found is not None:
+        return f"a JSON object with {', '.join(sorted(map(str, found))[:5]) or 'no keys'}"
+    kind = reply.headers.get("content-type", "unknown type").split(";")[0]
+    return f"{len(reply.body)} bytes of {kind}"
+
+
+def _explain(reply: Reply) -> str:
+    if reply.status < 500:
+        return f"The service refused this input ({reply.status}): {_message(reply)}"
+    return f"The service could not answer ({reply.status}): {_message(reply)}. Try again."
+
+
+def _bad_index(reply: Reply, sent: int) -> int | None:
     """The index a 422 names (the service's InvalidInput body), if it is one of `sent`."""
-    if response.status_code != 422:
+    if reply.status != 422:
         return None
-    try:
-        index = response.json().get("index")
-    except ValueError:
-        return None
-    return index if isinstance(index, int) and 0 <= index < sent else None
+    index = (reply.object() or {}).get("index")
+    return (
+        index
+        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < sent
+        else None
+    )
 
 
 def in_process(
@@ -205,7 +303,5 @@ def remote(url: str, api_key: str | None = None) -> tuple[Remote, UISpec]:
     """The service's thin client; `api_key` defaults to `PROTO2PROD_API_KEY`."""
     import os
 
-    from proto2prod.prototype.spec import UISpec
-
     backend = Remote(url, api_key=api_key or os.environ.get("PROTO2PROD_API_KEY") or None)
-    return backend, UISpec.from_metadata(backend.metadata())
+    return backend, backend.spec()

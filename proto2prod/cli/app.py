@@ -49,4 +49,17 @@ def _this_process() -> None:
 
 
 def main() -> None:
-    app()
+    """The console script. Whatever a command does, a full disk is one line and exit 75,
+    also where it escapes a command's own error handling."""
+    import sys
+
+    from proto2prod.cli.output import disk_full, say
+
+    try:
+        app()
+    except Exception as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        say(full)
+        sys.exit(full.exit_code)

@@ -34,7 +34,7 @@ def drift(
             raise InvalidArgument(
                 f"{url} serves {found.get('reference')}, not {ref}: give the service of {ref}"
             )
-        report: dict[str, Any] = found.get("drift") or {}
+        report = _drift_report(url, found.get("drift"))
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -52,3 +52,29 @@ def drift(
         ks = "-" if s["ks_p"] is None else f"{s['ks_p']:.3g}"
         table.add_row(name, psi, ks, str(s["live"]), s["verdict"])
     console.print(table)
+
+
+def _drift_report(url: str, found: object) -> dict[str, Any]:
+    """The service's drift report, checked for the shape this command reads."""
+    from proto2prod.errors import NotAService
+
+    if found is None:
+        return {}
+    statistics = found.get("statistics") if isinstance(found, dict) else None
+    rows_ok = isinstance(statistics, dict) and all(
+        isinstance(row, dict) and {"psi", "ks_p", "live", "verdict"} <= set(row)
+        for row in statistics.values()
+    )
+    if (
+        not isinstance(found, dict)
+        or (statistics is not None and not rows_ok)
+        or (
+            statistics is not None
+            and not {"version", "window", "reference", "reference_count"} <= set(found)
+        )
+    ):
+        raise NotAService(
+            f"{url}/metadata has a drift report this command cannot read; is it a proto2prod "
+            f"service of this version?"
+        )
+    return found

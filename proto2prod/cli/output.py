@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from proto2prod.errors import Proto2ProdError
+from proto2prod.errors import CacheUnavailable, Proto2ProdError
 
 if TYPE_CHECKING:
     from proto2prod.registry import Registry
@@ -32,9 +33,43 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except Proto2ProdError as exc:  # what a person can act on: one line, its exit code
-        # emoji=False: "module:Class: ..." must not become "module😪 ..." (":Sleepy:")
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, emoji=False)
+        say(exc)
         raise typer.Exit(exc.exit_code) from None
+    except Exception as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        say(full)
+        raise typer.Exit(full.exit_code) from None
+
+
+def say(exc: Proto2ProdError) -> None:
+    # emoji=False: "module:Class: ..." must not become "module😪 ..." (":Sleepy:")
+    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, emoji=False)
+
+
+def disk_full(exc: BaseException) -> CacheUnavailable | None:
+    """A full (or read-only) disk anywhere in `exc`'s chain, as the one-line error it is
+    (exit 75: free space and retry): an OSError's errno, or SQLite's own code (SQLITE_FULL,
+    wrapped by SQLAlchemy inside MLflow)."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return None
+        code = getattr(seen, "sqlite_errorcode", None)
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            where = f" ({seen.filename})" if seen.filename else ""
+            return CacheUnavailable(
+                f"the disk is full or read-only{where}: {seen.strerror}; free space and run "
+                f"the command again"
+            )
+        if code in (13, 8):  # SQLITE_FULL, SQLITE_READONLY
+            return CacheUnavailable(
+                "the registry's SQLite database cannot be written (disk full or read-only); "
+                "free space and run the command again"
+            )
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "orig", None)
+    return None
 
 
 class BarProgress:
