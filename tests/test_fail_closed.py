@@ -503,3 +503,32 @@ def test_a_killed_workers_drift_gauges_leave_metrics(
             return not gauges_of(old)
 
         until(gone, 60, "the killed worker's gauge file to go")
+
+
+# -- 13: a full disk is one line and exit 75, for every command -------------------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+def test_the_cli_on_a_full_disk_is_one_line_and_75(tmp_path: Path) -> None:
+    from tests.conftest import EXAMPLES
+    from tests.test_poller_and_cache import fill, small_disk
+
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        home = disk / "home"
+        home.mkdir()
+        fill(disk)
+        for args in (
+            ["keys", "create", "web"],
+            ["train", str(EXAMPLES / "digits.py"), "--quick"],
+            ["register", str(EXAMPLES / "digits.py"), "--weights", str(tmp_path / "w.safetensors")],
+        ):
+            if args[0] == "register":
+                from safetensors.torch import save_file
+
+                from proto2prod import NullProgress, load_definition
+
+                model = load_definition(EXAMPLES / "digits.py").model
+                save_file(model.train(NullProgress(), quick=True).weights, args[-1])
+            result = cli(home, *args)
+            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            assert result.returncode == 75, (args, result.stderr[-3000:])
+            assert "Traceback" not in result.stderr, (args, result.stderr[-3000:])
+            assert lines[-1].startswith("error:") and "free space" in lines[-1], lines

@@ -249,7 +249,8 @@ def test_a_slower_canary_rolls_itself_back_and_a_promotion_ends_it(tmp_path: Pat
 
         for key in ("alice", "bob", "carol", "dave"):  # sticky: one version per key
             assert len({ask(key) for _ in range(5)}) == 1
-        answered = [ask() for _ in range(300)]
+        # many clients (a judgement needs PROTO2PROD_CANARY_MIN_CLIENTS distinct ones)
+        answered = [ask(uuid.uuid4().hex) for _ in range(300)]
         assert canary in answered and champion in answered
         state = rollout(url)["canary"]
         assert state["percent"] == 0 and "p99" in state["rolled_back"]["reason"], state

@@ -20,8 +20,9 @@ from proto2prod import Definition, InvalidInput, Trained
 from proto2prod.errors import ModelNotFound, NotReady, Overloaded, RegistryUnavailable
 from proto2prod.predictor import Predictor
 from proto2prod.prototype.backends import Remote
+from proto2prod.service.guard import Unexpected
 from proto2prod.service.http import Answer, BodyLimit
-from proto2prod.service.predict import Limits, PredictEndpoint
+from proto2prod.service.predict import BodyReader, Limits, PredictEndpoint, RequestInfo
 
 
 def app(answer: Any, *, max_bytes: int = 1000, max_concurrency: int = 4) -> TestClient:
@@ -30,14 +31,14 @@ def app(answer: Any, *, max_bytes: int = 1000, max_concurrency: int = 4) -> Test
     inner = PredictEndpoint(
         Starlette(),
         answerer=lambda: answer,
-        limits=Limits(max_concurrency=max_concurrency, max_inflight_bytes=10_000,
-                      body_timeout_s=5, timeout_s=5),
+        reader=BodyReader(Limits(max_concurrency=max_concurrency, max_inflight_bytes=10_000,
+                                 body_timeout_s=5, timeout_s=5)),
     )  # fmt: skip
     return TestClient(BodyLimit(inner, max_bytes=max_bytes, json_paths=("/predict",)))
 
 
-async def echo(inputs: list[Any], deadline: float, small: bool, key: str | None) -> Answer:
-    return Answer(200, {"outputs": inputs, "small": small, "key": key})
+async def echo(inputs: list[Any], deadline: float, info: RequestInfo) -> Answer:
+    return Answer(200, {"outputs": inputs, "small": info.small, "key": info.key})
 
 
 def test_predict_layers_answer_each_refusal_with_its_status() -> None:
@@ -63,9 +64,7 @@ def test_predict_layers_answer_each_refusal_with_its_status() -> None:
 
 
 def test_refusals_that_should_be_retried_say_when() -> None:
-    async def overloaded(
-        inputs: list[Any], deadline: float, small: bool, key: str | None
-    ) -> Answer:
+    async def overloaded(inputs: list[Any], deadline: float, info: RequestInfo) -> Answer:
         return Answer.of(Overloaded("too much waiting; retry shortly"))
 
     response = app(overloaded).post("/predict", json={"inputs": [1]})
@@ -158,14 +157,14 @@ def test_past_the_concurrency_limit_the_next_request_gets_429() -> None:
     async def main() -> list[httpx.Response]:
         release = asyncio.Event()
 
-        async def slow(inputs: list[Any], deadline: float, small: bool, key: str | None) -> Answer:
+        async def slow(inputs: list[Any], deadline: float, info: RequestInfo) -> Answer:
             await release.wait()
             return Answer(200, {"outputs": inputs})
 
         endpoint = PredictEndpoint(
             Starlette(), answerer=lambda: slow,
-            limits=Limits(max_concurrency=1, max_inflight_bytes=10_000, body_timeout_s=5,
-                          timeout_s=5),
+            reader=BodyReader(Limits(max_concurrency=1, max_inflight_bytes=10_000,
+                                     body_timeout_s=5, timeout_s=5)),
         )  # fmt: skip
         transport = httpx.ASGITransport(app=endpoint)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -179,3 +178,18 @@ def test_past_the_concurrency_limit_the_next_request_gets_429() -> None:
     assert first.status_code == 200
     assert second.status_code == 429 and second.headers["retry-after"] == "1"
     assert "PROTO2PROD_MAX_CONCURRENCY" in second.json()["message"]
+
+
+def test_an_unexpected_error_in_any_layer_is_one_json_500_at_once_and_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("a bug of ours, with a secret detail")
+
+    client = TestClient(Unexpected(broken), raise_server_exceptions=False)
+    with caplog.at_level("ERROR", logger="proto2prod.service"):
+        response = client.post("/predict", json={"inputs": [1]})
+    assert response.status_code == 500 and response.json()["error"] == "InternalError"
+    assert "secret detail" not in response.text  # never in the body
+    (record,) = [r for r in caplog.records if r.name == "proto2prod.service"]
+    assert record.exc_info and "secret detail" in str(record.exc_info[1])  # in the log
