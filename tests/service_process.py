@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from proto2prod import Definition, Settings, Trained
 from proto2prod.registry import Registry, publish
@@ -22,6 +25,43 @@ def published(home: Path, definition: Definition, trained: Trained) -> tuple[Reg
     """An embedded registry at `home` holding `trained` as NAME@production, and its version."""
     registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)}))
     return registry, publish(registry, definition, trained, alias="production").version
+
+
+SLEEPY = Path(__file__).with_name("sleepy_model.py")
+
+
+def sleepy_versions(home: Path, **delays: float) -> tuple[Registry, dict[str, str]]:
+    """The sleepy model (tests/sleepy_model.py) published once per alias in an embedded
+    registry at `home`, each version's forward pass waiting its `delay` seconds more:
+    `sleepy_versions(home, production=0, challenger=0.05)` -> registry, {alias: version}."""
+    import torch
+
+    from proto2prod import NullProgress, load_definition
+
+    sleepy = load_definition(SLEEPY)
+    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)}))
+    fast = sleepy.model.train(NullProgress(), quick=True)
+    versions = {}
+    for alias, delay in delays.items():
+        trained = Trained(weights={**fast.weights, "delay": torch.tensor([delay])}, metrics={})
+        versions[alias] = publish(registry, sleepy, trained, alias=alias).version
+    return registry, versions
+
+
+def deliver(url: str, body: bytes, *, secret: str, delivery_id: str | None = None,
+            at: float | None = None) -> httpx.Response:  # fmt: skip
+    """POST `body` to the service's webhook receiver, signed as MLflow signs a delivery."""
+    from proto2prod.service import webhooks
+
+    delivery_id = delivery_id or uuid.uuid4().hex
+    timestamp = str(int(time.time() if at is None else at))
+    headers = {
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": timestamp,
+        "X-MLflow-Signature": webhooks.sign(secret, delivery_id, timestamp, body),
+        "Content-Type": "application/json",
+    }
+    return httpx.post(f"{url}/admin/registry-events", content=body, headers=headers, timeout=10)
 
 
 def environment(home: Path, tracking_uri: str | None = None, **env: str) -> dict[str, str]:

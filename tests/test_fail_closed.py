@@ -23,23 +23,23 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-import torch
 
-from proto2prod import Definition, NullProgress, Trained
-from proto2prod.definition import load_definition
+from proto2prod import Definition, Trained
 from proto2prod.registry import Registry
 from proto2prod.registry.publish import publish
-from proto2prod.service import exposure, webhooks
+from proto2prod.service import exposure
 from proto2prod.settings import Settings
 from tests.conftest import BIN
 from tests.processes import free_port
 from tests.service_process import (
     ADMIN_TOKEN,
     cli,
+    deliver,
     environment,
     published,
     running_service,
     running_service_process,
+    sleepy_versions,
     until,
 )
 from tests.tcp_proxy import Proxy
@@ -47,7 +47,6 @@ from tests.tcp_proxy import Proxy
 pytestmark = pytest.mark.server
 
 SECRET = "fail-closed-secret-" + uuid.uuid4().hex
-SLEEPY = Path(__file__).with_name("sleepy_model.py")
 
 
 def key_of(result: subprocess.CompletedProcess[str]) -> str:
@@ -61,16 +60,8 @@ def log_lines(log: Path, marker: str) -> list[str]:
     return [line for line in text.splitlines() if "[proto2prod.service]" in line and marker in line]
 
 
-def signed(url: str, body: bytes, *, delivery_id: str | None = None) -> httpx.Response:
-    delivery_id = delivery_id or uuid.uuid4().hex
-    timestamp = str(int(time.time()))
-    headers = {
-        "X-MLflow-Delivery-Id": delivery_id,
-        "X-MLflow-Timestamp": timestamp,
-        "X-MLflow-Signature": webhooks.sign(SECRET, delivery_id, timestamp, body),
-        "Content-Type": "application/json",
-    }
-    return httpx.post(f"{url}/admin/registry-events", content=body, headers=headers, timeout=10)
+def signed(url: str, body: bytes) -> httpx.Response:
+    return deliver(url, body, secret=SECRET)
 
 
 def alias_event(name: str, alias: str, version: str) -> bytes:
@@ -354,13 +345,8 @@ def test_a_burst_of_webhooks_with_a_slow_registry_leaves_predict_answering(
 
 # -- 9: the shadow never delays the champion ----------------------------------------------------
 def test_a_shadow_with_a_waiting_forward_pass_does_not_delay_the_champion(tmp_path: Path) -> None:
-    sleepy = load_definition(SLEEPY)
     home = tmp_path / "home"
-    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)}))
-    fast = sleepy.model.train(NullProgress(), quick=True)
-    waiting = Trained(weights={**fast.weights, "delay": torch.tensor([0.1])}, metrics={})
-    publish(registry, sleepy, waiting, alias="production")
-    publish(registry, sleepy, waiting, alias="challenger")
+    sleepy_versions(home, production=0.1, challenger=0.1)  # forward passes that wait
 
     def sequential_p50(**env: str) -> tuple[float, dict[str, Any]]:
         with running_service(home, "sleepy@production", tmp_path / f"s{len(env)}.log",
@@ -386,13 +372,9 @@ def test_a_shadow_with_a_waiting_forward_pass_does_not_delay_the_champion(tmp_pa
 
 # -- 6: the canary across workers, judged only on many clients ----------------------------------
 def test_a_canary_rollback_in_one_worker_reaches_every_worker(tmp_path: Path) -> None:
-    sleepy = load_definition(SLEEPY)
     home = tmp_path / "home"
-    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)}))
-    fast = sleepy.model.train(NullProgress(), quick=True)
-    slow = Trained(weights={**fast.weights, "delay": torch.tensor([0.05])}, metrics={})
-    champion = publish(registry, sleepy, fast, alias="production").version
-    canary = publish(registry, sleepy, slow, alias="challenger").version
+    _, versions = sleepy_versions(home, production=0, challenger=0.05)
+    champion, canary = versions["production"], versions["challenger"]
     with running_service(
         home, "sleepy@production", tmp_path / "service.log", PROTO2PROD_WORKERS="2",
         PROTO2PROD_CANARY="challenger:30", PROTO2PROD_CANARY_MIN_REQUESTS="10",

@@ -17,17 +17,15 @@ import httpx
 import pytest
 import torch
 
-from proto2prod import Definition, NullProgress, Trained
-from proto2prod.definition import load_definition
+from proto2prod import Definition, Trained
 from proto2prod.registry import Registry
 from proto2prod.registry.publish import publish
 from proto2prod.service import webhooks
 from proto2prod.settings import Settings
 from tests.processes import free_port
-from tests.service_process import cli, running_service, until
+from tests.service_process import cli, deliver, running_service, sleepy_versions, until
 
 SECRET = "test-webhook-secret-" + uuid.uuid4().hex
-SLEEPY = Path(__file__).with_name("sleepy_model.py")
 
 
 def rollout(url: str) -> dict[str, Any]:
@@ -36,14 +34,7 @@ def rollout(url: str) -> dict[str, Any]:
 
 def signed_post(url: str, body: bytes, *, delivery_id: str, at: float | None = None,
                 secret: str = SECRET) -> httpx.Response:  # fmt: skip
-    timestamp = str(int(time.time() if at is None else at))
-    headers = {
-        "X-MLflow-Delivery-Id": delivery_id,
-        "X-MLflow-Timestamp": timestamp,
-        "X-MLflow-Signature": webhooks.sign(secret, delivery_id, timestamp, body),
-        "Content-Type": "application/json",
-    }
-    return httpx.post(f"{url}/admin/registry-events", content=body, headers=headers, timeout=10)
+    return deliver(url, body, secret=secret, delivery_id=delivery_id, at=at)
 
 
 def test_a_promotion_reaches_the_service_by_webhook_and_forgeries_swap_nothing(
@@ -226,13 +217,9 @@ def test_serving_with_a_challenger_that_cannot_work_fails_in_one_line(
 
 
 def test_a_slower_canary_rolls_itself_back_and_a_promotion_ends_it(tmp_path: Path) -> None:
-    sleepy = load_definition(SLEEPY)
     home = tmp_path / "home"
-    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)}))
-    fast = sleepy.model.train(NullProgress(), quick=True)
-    slow = Trained(weights={**fast.weights, "delay": torch.tensor([0.05])}, metrics={})
-    champion = publish(registry, sleepy, fast, alias="production").version
-    canary = publish(registry, sleepy, slow, alias="challenger").version
+    registry, versions = sleepy_versions(home, production=0, challenger=0.05)
+    champion, canary = versions["production"], versions["challenger"]
     with running_service(
         home, "sleepy@production", tmp_path / "service.log",
         PROTO2PROD_CANARY="challenger:30", PROTO2PROD_CANARY_MIN_REQUESTS="20",
