@@ -39,17 +39,20 @@ def refusal(host: str, keys_file: object) -> SettingsError:
 
 
 def arbiter_host() -> str | None:
-    """The host `bentoml serve` will bind, read in its arbiter (None when not known)."""
+    """The host `bentoml serve` will bind, read in its arbiter; None when this process is not
+    BentoML's `serve` (`bentoml build` and `proto2prod build` import the service too)."""
     try:
         import click
 
         context = click.get_current_context(silent=True)
-        host = context.params.get("host") if context is not None else None
+        if context is None or context.info_name != "serve" or "host" not in context.params:
+            return None
+        host = context.params.get("host")
         if host:
             return str(host)
         from bentoml._internal.configuration.containers import BentoMLContainer
 
-        return str(BentoMLContainer.http.host.get())
+        return str(BentoMLContainer.http.host.get())  # BentoML's default: 0.0.0.0
     except Exception:  # not under BentoML's CLI: the worker's check still runs
         return None
 

@@ -157,9 +157,17 @@ def test_build_a_bento_then_serve_it_from_the_store(trained: Project, tmp_path: 
     env = trained.env(
         BENTOML_HOME=bentoml_home, PROTO2PROD_HOME=str(trained.folder / ".proto2prod")
     )
-    args = [str(trained.bin / "bentoml"), "serve", "iris:v1", "--port", str(port)]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    # BentoML's default host is 0.0.0.0: without keys the Bento refuses it, in one line
+    exposed = subprocess.run([str(trained.bin / "bentoml"), "serve", "iris:v1", "--port",
+                              str(port)], env=env, cwd=elsewhere, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert exposed.returncode == 2, exposed.stderr[-2000:]
+    errors = [line for line in exposed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "refusing to listen on 0.0.0.0" in errors[0], exposed.stderr
+    args = [str(trained.bin / "bentoml"), "serve", "iris:v1", "--host", "127.0.0.1", "--port",
+            str(port)]  # fmt: skip
     with server(args, f"{url}/readyz", tmp_path / "bento.log", env=env, timeout=150, cwd=elsewhere):
         answer = predict(url, VIRGINICA)
         assert answer["outputs"][0]["label"] == "virginica" and answer["version"] == "1"

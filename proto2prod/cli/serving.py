@@ -203,8 +203,9 @@ def build(
         built = build_bento(ref, definition, include=tuple(include or ()), version=version)
     console.print(f"built Bento [bold]{built.tag}[/]: {', '.join(built.files)}")
     console.print(
-        f"serve it:  bentoml serve {built.tag}  (with MLFLOW_TRACKING_URI or PROTO2PROD_HOME "
-        f"pointing at the registry)\nan image:  bentoml containerize {built.tag}  (needs Docker)",
+        f"serve it:  bentoml serve {built.tag} --host 127.0.0.1  (with MLFLOW_TRACKING_URI or "
+        f"PROTO2PROD_HOME pointing at the registry)\n"
+        f"an image:  bentoml containerize {built.tag}  (needs Docker)",
         highlight=False,
     )
 
