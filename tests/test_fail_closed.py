@@ -131,7 +131,7 @@ def test_a_service_with_keys_never_opens_whatever_happens_to_the_keys_file(
             assert time.perf_counter() - started < 1, what
             assert status(None) == 401, what  # never open
             assert status(second) == (401 if what == "emptied" else 200), what
-            time.sleep(2.5)  # two more checks of the same state: no second log line
+            time.sleep(1.5)  # another check of the same state: no second log line
             assert len(log_lines(log, "API keys:")) == seen + 1, what
         keys_file.unlink()
         keys_file.write_text(good)
@@ -287,8 +287,10 @@ def test_a_webhook_and_a_reload_reach_every_worker(
             for _ in range(n):
                 with httpx.Client(base_url=url, timeout=10) as fresh:
                     worker = fresh.get("/metadata").json()["worker"]["index"]
-                    version = fresh.post("/predict", json={"inputs": [item]}).json()["version"]
-                seen[(worker, version)] = seen.get((worker, version), 0) + 1
+                    answer = fresh.post("/predict", json={"inputs": [item]})
+                if answer.status_code == 200:  # a worker still starting says 503: not yet
+                    version = answer.json()["version"]
+                    seen[(worker, version)] = seen.get((worker, version), 0) + 1
             return seen
 
         until(lambda: {w for w, _ in versions()} == {1, 2}, 30, "both workers to answer")
