@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, NoReturn, cast
 
@@ -30,12 +29,10 @@ from starlette.responses import JSONResponse
 
 from proto2prod.definition import Definition
 from proto2prod.errors import (
-    CacheUnavailable,
     InvalidInput,
     ModelFailed,
     NotReady,
     Overloaded,
-    RegistryUnavailable,
     SettingsError,
     Timeout,
     TooManyItems,
@@ -44,6 +41,7 @@ from proto2prod.registry import ModelRef, Registry
 from proto2prod.registry.rollouts import RolloutRun
 from proto2prod.service import drift, exposure, lifecycle, metrics
 from proto2prod.service.batcher import MicroBatcher
+from proto2prod.service.checks import RegistryChecks
 from proto2prod.service.config import CONFIG, MODEL_NAME, SETTINGS
 from proto2prod.service.drift import DriftTracker
 from proto2prod.service.fanout import Bus
@@ -145,11 +143,7 @@ class ModelService:
             self.rollout.on_rollback = lambda pair, reason: self.bus.publish(
                 "canary-rollback", pair=list(pair), reason=reason, worker=worker
             )
-        # Registry checks on threads of their own, never the request path's; one running
-        # and one pending per alias, however many events ask (webhook bursts).
-        self._registry_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="registry")
-        self._checks: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()
+        self.checks = RegistryChecks(self.runtimes)  # coalesced, off the request path
         # Validation and preprocessing of large requests, off the event loop: two threads,
         # since both hold the GIL most of the time (more would only queue for it).
         self._preparers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
@@ -205,15 +199,16 @@ class ModelService:
         """Load, then follow the alias, forever: no failure ends this task. Each is logged
         in one line with its reason (a traceback only for what is our own bug), counted in
         /metadata, and retried with back-off; a failed start-up is retried by the checks."""
-        await self._guarded(self.runtime, self.runtime.start, "start-up")
+        await self.checks.guarded(self.runtime, self.runtime.start, "start-up")
         if self.rollout is not None:
             challenger = self.rollout.runtime
-            await self._guarded(challenger, challenger.start, f"{self.rollout.kind} start-up")
+            await self.checks.guarded(challenger, challenger.start,
+                                      f"{self.rollout.kind} start-up")  # fmt: skip
         lifecycle.settle_garbage_collector()
         while True:
             await asyncio.sleep(self.runtime.next_poll_in())
             for alias in self.runtimes():
-                task = self._schedule(alias, f"registry check of {alias or 'it'}")
+                task = self.checks.schedule(alias, f"registry check of {alias or 'it'}")
                 if task is not None:
                     await asyncio.shield(task)
 
@@ -222,65 +217,28 @@ class ModelService:
         and in every other worker of the service."""
         if alias in self.runtimes():
             self.bus.publish("check", alias=alias, worker=self.worker)
-            self._schedule(alias, f"registry event for {alias}")
+            self.checks.schedule(alias, f"registry event for {alias}")
 
     async def reload(self) -> dict[str, Any]:
         """`/admin/reload`: check now, retrying a refused version, in every worker."""
         self.bus.publish("reload", worker=self.worker)
-        step = functools.partial(self.runtime.check, retry_refused=True)
-        loop = asyncio.get_running_loop()
-        return dict(await loop.run_in_executor(self._registry_pool, step))
-
-    def _schedule(self, alias: str, why: str) -> asyncio.Task[None] | None:
-        """The check of `alias`: the one running (a second is then pending), or a new one."""
-        runtime = self.runtimes().get(alias)
-        if runtime is None:
-            return None
-        running = self._checks.get(alias)
-        if running is not None:
-            self._again.add(alias)
-            return running
-
-        async def checking() -> None:
-            try:
-                while True:
-                    self._again.discard(alias)
-                    await self._guarded(runtime, runtime.check, why)
-                    if alias not in self._again:
-                        return
-            finally:
-                self._checks.pop(alias, None)
-
-        task = asyncio.create_task(checking(), name=f"proto2prod-check-{alias}")
-        self._checks[alias] = task
-        return task
+        return dict(
+            await self.checks.run(functools.partial(self.runtime.check, retry_refused=True))
+        )
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         """Another worker's news (service/fanout.py): act on it as if it came here."""
         kind, worker = event.get("kind"), event.get("worker")
         if kind == "check":
-            self._schedule(str(event.get("alias")), f"registry event (from worker {worker})")
+            self.checks.schedule(str(event.get("alias")), f"registry event (from worker {worker})")
         elif kind == "reload":
             step = functools.partial(self.runtime.check, retry_refused=True)
-            await self._guarded(self.runtime, step, f"forced reload (from worker {worker})")
+            await self.checks.guarded(self.runtime, step, f"forced reload (from worker {worker})")
         elif kind == "canary-rollback" and self.rollout is not None:
             pair = event.get("pair") or []
             if len(pair) == 2:
                 self.rollout.rolled_back_elsewhere((str(pair[0]), str(pair[1])),
                                                    str(event.get("reason")), worker)  # fmt: skip
-
-    async def _guarded(self, runtime: ModelRuntime, step: Callable[[], object], what: str) -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._registry_pool, step)
-        except (RegistryUnavailable, CacheUnavailable) as exc:  # counted by the runtime
-            log.warning("%s failed (%d in a row; next in %.0f s): %s", what,
-                        runtime.failures, runtime.next_poll_in(), exc)  # fmt: skip
-        except Exception as exc:  # our own bug, or the user's definition: keep going
-            runtime.failures += 1
-            runtime.last_error = f"{type(exc).__name__}: {exc}"
-            if runtime.current is None:
-                runtime.not_ready_reason = f"{what} failed: {runtime.last_error}"
-            log.exception("%s failed (%d in a row); retrying", what, runtime.failures)
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
@@ -288,7 +246,7 @@ class ModelService:
             task.cancel()
         await self.batcher.close()
         self._preparers.shutdown(wait=False, cancel_futures=True)
-        self._registry_pool.shutdown(wait=False, cancel_futures=True)
+        self.checks.close()
 
     async def __is_ready__(self) -> bool:
         return self.runtime.ready and not self.draining
