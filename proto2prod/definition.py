@@ -20,8 +20,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from proto2prod.batching import accepted_keywords, as_batch, rows
 from proto2prod.errors import DefinitionError, InvalidInput
-from proto2prod.fields import Field
+from proto2prod.fields import Field, Record
 from proto2prod.model import Model
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -193,35 +194,83 @@ def _call(method: Any, name: str, fail: Any) -> Any:
 
 
 def _check_network(model: Model, decoded: list[Any], fail: Any) -> None:
+    """The examples through preprocess, collate, the network and postprocess, as the
+    Predictor runs them, with a message naming the rule each step can break."""
     import torch
     from torch import nn
 
     network = _call(model.network, "network()", fail)
     if not isinstance(network, nn.Module):
         raise fail(f"`network()` must return a torch.nn.Module; got {type(network).__name__}")
-    tensors = [_call(lambda i=item: model.preprocess(i), "preprocess()", fail) for item in decoded]
-    shapes = {tuple(t.shape) for t in tensors if isinstance(t, torch.Tensor)}
-    if len(shapes) != 1 or not all(isinstance(t, torch.Tensor) for t in tensors):
-        raise fail(
-            "`preprocess()` must return a tensor of the same shape for every item; "
-            f"for examples() it gave {sorted(shapes) or 'no tensors'}"
-        )
+    prepared = [_call(lambda i=item: model.preprocess(i), "preprocess()", fail) for item in decoded]
+    _check_prepared(prepared, fail)
+    try:
+        batch = as_batch(model.collate(prepared)).to(torch.device("cpu"), torch.float32)
+    except DefinitionError as exc:
+        raise fail(exc.rule) from None
+    except Exception as exc:  # the user's collate
+        raise fail(f"`collate()` raised {type(exc).__name__}: {exc}") from None
     network.eval()
     with torch.inference_mode():
         try:
-            out = network(torch.stack(tensors).float())
+            out = batch.call(network, accepted_keywords(network))
         except Exception as exc:  # shapes the user's network rejects: say which rule broke
             raise fail(
-                f"`network()` fails on a batch of preprocessed examples of shape "
-                f"{[len(tensors), *shapes.pop()]}: {exc}"
+                f"`network()` fails on a batch of the {len(prepared)} preprocessed examples "
+                f"({_shapes(batch)}): {exc}"
             ) from None
-    if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != len(tensors):
-        raise fail("`network()` must return one tensor whose first dimension is the batch")
-    problem = model.outputs.output_shape_problem(tuple(out.shape[1:]))
-    if problem:
-        raise fail(problem)
-    for row in out:
+    names = model.outputs.keys() if isinstance(model.outputs, Record) else None
+    try:
+        split = rows(out, names, len(prepared))
+    except DefinitionError as exc:
+        raise fail(exc.rule) from None
+    first, own = split[0], _postprocess_overridden(model)
+    if names and not isinstance(first, dict) and not own:
+        raise fail(
+            f"`network()` must return a dict keyed by the output names {names} (or a tuple in "
+            f"their order), or the definition needs a postprocess() that builds the outputs"
+        )
+    if not own:
+        shape = {k: tuple(t.shape) for k, t in first.items()} if names else tuple(first.shape)
+        problem = model.outputs.output_shape_problem(shape)
+        if problem:
+            raise fail(problem)
+    for i, row in enumerate(split):
+        value = _call(lambda r=row: model.postprocess(r), "postprocess()", fail)
         try:
-            json.dumps(model.postprocess(row))
+            json.dumps(value)
         except (TypeError, ValueError):
             raise fail("`postprocess()` must return a JSON-serialisable value") from None
+        problem = model.outputs.output_problem(value)
+        if problem:
+            raise fail(f"`postprocess()` of examples()[{i}] does not fit `outputs`: {problem}")
+
+
+def _check_prepared(prepared: list[Any], fail: Any) -> None:
+    import torch
+
+    def kind(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return "tensor"
+        if isinstance(value, dict) and all(isinstance(t, torch.Tensor) for t in value.values()):
+            return tuple(value)
+        return None
+
+    kinds = {kind(p) for p in prepared}
+    if None in kinds or len(kinds) != 1:
+        raise fail(
+            "`preprocess()` must return a tensor, or a dict of tensors with the same keys, for "
+            f"every item; for examples() it gave {sorted({type(p).__name__ for p in prepared})}"
+        )
+
+
+def _shapes(batch: Any) -> str:
+    parts = [list(t.shape) for t in batch.args]
+    parts += [f"{k}={list(t.shape)}" for k, t in {**batch.kwargs, **batch.masks}.items()]
+    return ", ".join(str(p) for p in parts)
+
+
+def _postprocess_overridden(model: Model) -> bool:
+    """A postprocess of the user's own makes the JSON itself (a Text answer from logits,
+    boxes from a mask): the network's rows then need not fit the output field's shape."""
+    return type(model).postprocess is not Model.postprocess

@@ -71,19 +71,37 @@ class DefinitionError(Proto2ProdError):
 
 
 class InvalidInput(Proto2ProdError):
-    """A JSON value does not fit the field it was sent for."""
+    """A JSON value does not fit the field it was sent for.
+
+    `key` is set for a part of named inputs (`inputs = {"image": ..., "hint": ...}`): the
+    message then reads `inputs[1].hint: got a string, expected a finite number...`."""
 
     status = 422
 
     def __init__(
-        self, field: str, problem: str, expected: str, *, index: int | None = None
+        self,
+        field: str,
+        problem: str,
+        expected: str,
+        *,
+        index: int | None = None,
+        key: str | None = None,
     ) -> None:
         self.field = field
         self.problem = problem
         self.expected = expected
         self.index = index
+        self.key = key
         where = f"inputs[{index}]" if index is not None else "input"
-        super().__init__(f"{where} (field '{field}'): {problem}; expected {expected}")
+        if key is not None:
+            message = f"{where}.{key}: {problem}, expected {expected}"
+        else:
+            message = f"{where} (field '{field}'): {problem}; expected {expected}"
+        super().__init__(message)
+
+    def within(self, key: str) -> InvalidInput:
+        """The same problem, said of the part `key` of named inputs."""
+        return InvalidInput(key, self.problem, self.expected, index=self.index, key=key)
 
     def to_json(self) -> dict[str, Any]:
         # Never echo the offending value itself: it may be megabytes or private.

@@ -8,8 +8,14 @@
 
         def network(self) -> nn.Module: ...            # architecture only, no weights
         def preprocess(self, image) -> Tensor: ...     # one decoded item -> one tensor
+        def postprocess(self, row) -> Any: ...         # optional: one output row -> JSON
         def examples(self) -> list: ...                # JSON items, for UIs, docs, warm-up
         def train(self, progress, quick=False) -> Trained: ...
+
+Named inputs and outputs are dicts of fields: `inputs = {"image": fields.Image(...),
+"question": fields.Text()}`; `preprocess` then gets a dict of decoded values and may
+return a dict of tensors, passed to `forward` by keyword, and `forward` may return a dict
+keyed by the output names (or a tuple in their order).
 
 Batching, devices, `inference_mode`, weights and serving are the framework's job
 (`Predictor`), so the same definition runs in a notebook, a UI, the service and MLflow.
@@ -22,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from proto2prod.fields import Field
+from proto2prod.fields import Field, as_field
 
 if TYPE_CHECKING:
     import torch
@@ -71,23 +77,44 @@ class Model:
 
     name: ClassVar[str]
     inputs: ClassVar[Field]
+    """One field, or a dict of them (named inputs); a dict becomes a `fields.Record`."""
     outputs: ClassVar[Field]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in ("inputs", "outputs"):
+            if isinstance(cls.__dict__.get(attr), Mapping):
+                setattr(cls, attr, as_field(cls.__dict__[attr], attr))
 
     def network(self) -> nn.Module:
         """Build the network with fresh (untrained) parameters."""
         raise NotImplementedError
 
-    def preprocess(self, item: Any) -> torch.Tensor:
-        """Map one decoded input (what `inputs.decode` returns) to one network input tensor.
+    def preprocess(self, item: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Map one decoded input (what `inputs.decode` returns; for named inputs, a dict of
+        them) to the network's input: a tensor, or a dict of tensors passed by keyword.
 
-        The default converts a numeric array as it is; override it to normalise or resize.
+        The default converts numeric arrays as they are (a dict entry by entry); override
+        it to normalise, resize or tokenize. Integer tensors stay integers.
         """
         import torch
 
+        if isinstance(item, Mapping):
+            return {key: torch.as_tensor(value) for key, value in item.items()}
         return torch.as_tensor(item)
 
-    def postprocess(self, row: torch.Tensor) -> Any:
-        """Map one row of the network's output to the JSON value of `outputs`."""
+    def collate(self, items: Sequence[Any]) -> Any:
+        """Batch the preprocessed items. The default stacks same-shaped tensors and pads
+        1-d ones of different lengths (token ids) with 0, offering the network a mask
+        (`forward(ids, mask=...)`, or `<key>_mask` for named inputs: proto2prod.batching).
+        Override it for another padding; return a tensor, a dict or a `batching.Batch`."""
+        from proto2prod.batching import collate
+
+        return collate(items)
+
+    def postprocess(self, row: Any) -> Any:
+        """Map one row of the network's output (a tensor; for named outputs, a dict of
+        tensors) to the JSON value of `outputs`."""
         return self.outputs.encode(row)
 
     def examples(self) -> list[Any]:

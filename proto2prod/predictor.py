@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
+from proto2prod.batching import accepted_keywords, as_batch, rows
 from proto2prod.errors import IncompatibleVersion, InvalidInput
+from proto2prod.fields import Record
 from proto2prod.model import Model
 from proto2prod.weights import load_safetensors
 
@@ -34,7 +36,8 @@ class Predictor:
     """A model definition plus weights, on a device, ready for batched inference.
 
     `weights` is a state dict or the path of a safetensors file. `half=True` runs the
-    network in float16 on CUDA (ignored on CPU, where it is slower).
+    network in float16 on CUDA (ignored on CPU, where it is slower); integer inputs (token
+    ids) stay integers either way.
     """
 
     def __init__(
@@ -59,19 +62,26 @@ class Predictor:
                 f"{' '.join(line.strip() for line in first[:3])}"
             ) from None
         self.network = network.to(self.device, self.dtype).eval()
+        self._keywords = accepted_keywords(self.network)
+        outputs = model.outputs
+        self._output_names = outputs.keys() if isinstance(outputs, Record) else None
 
-    def prepare(self, item: Any, index: int | None = None) -> torch.Tensor:
+    def prepare(self, item: Any, index: int | None = None) -> Any:
         """Validate and preprocess one JSON item; raises InvalidInput naming the field."""
         decoded = self.model.inputs.decode(item, index=index)
-        return self.model.preprocess(decoded)
+        try:
+            return self.model.preprocess(decoded)
+        except InvalidInput as exc:  # preprocess refusing a value (an unknown word): say where
+            raise InvalidInput(exc.field, exc.problem, exc.expected, index=index,
+                               key=exc.key) from None  # fmt: skip
 
     def prepare_each(
         self, items: Sequence[Any], *, stop: Callable[[], bool] | None = None
-    ) -> list[torch.Tensor | InvalidInput]:
+    ) -> list[Any | InvalidInput]:
         """Each item prepared, or the InvalidInput (naming its index) that it raised: one bad
         item never hides the others. `stop()` turning true ends the work between items
         (what is left is not returned): the service's deadline."""
-        prepared: list[torch.Tensor | InvalidInput] = []
+        prepared: list[Any | InvalidInput] = []
         for i, item in enumerate(items):
             if stop is not None and stop():
                 break
@@ -81,12 +91,13 @@ class Predictor:
                 prepared.append(exc)
         return prepared
 
-    def run(self, tensors: Sequence[torch.Tensor]) -> list[Any]:
-        """One forward pass over prepared items, then postprocess each row."""
-        batch = torch.stack(list(tensors)).to(self.device, self.dtype, non_blocking=True)
+    def run(self, tensors: Sequence[Any]) -> list[Any]:
+        """One forward pass over prepared items (collated by the model), then postprocess
+        each row."""
+        batch = as_batch(self.model.collate(list(tensors))).to(self.device, self.dtype)
         with torch.inference_mode():
-            out = self.network(batch).float().cpu()
-        return [self.model.postprocess(row) for row in out]
+            out = batch.call(self.network, self._keywords)
+        return [self.model.postprocess(row) for row in rows(out, self._output_names, len(tensors))]
 
     def predict_each(self, items: Sequence[Any]) -> list[Any | InvalidInput]:
         """Per item, its output or its InvalidInput; one forward pass over the valid ones.

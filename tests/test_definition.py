@@ -61,7 +61,10 @@ def test_importable_entry_point() -> None:
             "`inputs` must be a proto2prod field",
         ),
         (
-            ('outputs = fields.Label(classes=["a", "b"])', "outputs = fields.Tensor(shape=[2])"),
+            (
+                'outputs = fields.Label(classes=["a", "b"])',
+                'outputs = fields.Table(features=["a"])',
+            ),
             "cannot be used as output",
         ),
         (("return [[0.0, 1.0], [1.0, 0.0]]", "return []"), "non-empty list"),
