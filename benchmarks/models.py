@@ -16,15 +16,19 @@ EXAMPLES = {
     "digits": "proto2prod.examples.digits:Digits",
     "heavy": "proto2prod.examples.heavy:Shapes",
     "wine": "proto2prod.examples.tabular:Wine",
+    # not classifiers: a vector out, and two named inputs and outputs
+    "embed": "proto2prod.examples.embed:Embed",
+    "counting": "proto2prod.examples.counting:Counting",
+    "reviews": "proto2prod.examples.reviews:Reviews",
+    "segment": "proto2prod.examples.segment:Segment",
 }
 
 
 def takes_images(entry: str) -> bool:
     """Image models are also measured through Gradio's upload route (IMAGE_ONLY)."""
-    from proto2prod import fields
     from proto2prod.definition import load_definition
 
-    return isinstance(load_definition(entry, check=False).model.inputs, fields.Image)
+    return load_definition(entry, check=False).model.inputs.takes_images
 
 
 def recorded_entry(ref: str) -> str:

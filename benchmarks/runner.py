@@ -74,13 +74,12 @@ def register(plan: Plan, home: Path, say: Say) -> None:
 
 def write_payload(model: str, entry: str, kind: str, folder: Path) -> Path:
     """The items every architecture gets: the model's examples, as a browser sends them."""
-    from proto2prod import fields
     from proto2prod.definition import load_definition
 
     definition = load_definition(entry, check=False).model
     items = definition.examples()
-    if kind == "png" and isinstance(definition.inputs, fields.Image):
-        items = [fields.Image.to_png_base64(definition.inputs.decode(i)) for i in items]
+    if kind == "png":
+        items = [definition.inputs.browser_item(i) for i in items]
     path = folder / f"{model}-{kind}.json"
     path.write_text(json.dumps(items))
     return path

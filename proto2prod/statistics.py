@@ -5,15 +5,12 @@ the training returns, else from `examples()`), and kept by the service over a sl
 window of live requests (service/drift.py); compared per statistic with the Population
 Stability Index (PSI) and, for numbers, a two-sample Kolmogorov-Smirnov p-value.
 
-What is measured, per field kind:
-
-- Image input: the mean intensity of the item (of the tensor the model sees, after the
-  definition's preprocessing, so the service measures exactly what was recorded), and each
-  channel's mean when there are several;
-- Number input: its value; Table input: each feature's value; Text input: its length;
-  Tensor input: its mean;
-- Label output: the class (a distribution over classes) and the top score; Number output:
-  its value.
+What is measured is each field kind's to say (`Field.input_statistics`,
+`Field.output_statistics`, in proto2prod/fields/): for instance an Image input's mean
+intensity (of the tensor the model sees, after the definition's preprocessing, so the
+service measures exactly what was recorded), a Text input's length, a Label output's class
+and top score, a Tensor output's norm, a Boxes output's count and mean score. Named inputs
+and outputs prefix each part's statistics with its key (`input.hint.value`).
 
 Numbers are binned by the reference's deciles, so each bin holds a tenth of the reference.
 Verdicts follow the usual PSI reading: < 0.1 stable, < 0.25 watch, else retrain.
@@ -42,29 +39,11 @@ def verdict(psi: float) -> str:
 
 def input_values(field: fields.Field, item: Any, tensor: Any) -> dict[str, float]:
     """The input statistics of one item: its JSON value and the tensor the model sees."""
-    if isinstance(field, fields.Image):
-        values = {"input.mean_intensity": float(tensor.float().mean())}
-        if tensor.dim() == 3 and tensor.shape[0] > 1:
-            for c, mean in enumerate(tensor.float().mean(dim=(1, 2)).tolist()):
-                values[f"input.channel_{c}_mean"] = mean
-        return values
-    if isinstance(field, fields.Number):
-        return {"input.value": float(item)}
-    if isinstance(field, fields.Table):
-        row = [item[f] for f in field.features] if isinstance(item, Mapping) else item
-        return {f"input.{f}": float(v) for f, v in zip(field.features, row, strict=True)}
-    if isinstance(field, fields.Text):
-        return {"input.length": float(len(item))}
-    return {"input.mean": float(tensor.float().mean())}
+    return field.input_statistics(item, tensor, "input")
 
 
 def output_values(field: fields.Field, output: Any) -> dict[str, float | str]:
-    if isinstance(field, fields.Label):
-        return {"output.label": str(output["label"]),
-                "output.top_score": float(max(output["scores"].values()))}  # fmt: skip
-    if isinstance(field, fields.Number):
-        return {"output.value": float(output)}
-    return {}
+    return field.output_statistics(output, "output")
 
 
 def reference(columns: Mapping[str, Sequence[float | str]], *, source: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -49,42 +48,3 @@ def file_item(path: str | Path) -> str:
     # transparent pixels become white paper, as for a drawing
     alpha = rgba[:, :, 3:4] / 255.0
     return fields.Image.to_png_base64(rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha))
-
-
-def example_array(field: fields.Field, example: Any) -> Any:
-    """An `examples()` item as the value its widget shows."""
-    import numpy as np
-
-    if isinstance(field, fields.Image):
-        pixels = np.clip(field.decode(example), 0, 255).astype(np.uint8)
-        return pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
-    if isinstance(field, fields.Table):
-        return [field.decode(example).tolist()]
-    if isinstance(field, fields.Tensor):
-        return json.dumps(example)
-    return example
-
-
-def widget_item(field: fields.Field, value: Any, *, wire: bool = True) -> Any:
-    """The item for a widget value of `field` (None when the widget is empty): JSON for the
-    wire, or for an image, in-process (`wire=False`), its pixels."""
-    if value is None:
-        return None
-    if isinstance(field, fields.Image):
-        if isinstance(value, str | Path):  # an upload: its file
-            return file_item(value)
-        return image_item(value, wire=wire)  # a drawing: its pixels
-    if isinstance(field, fields.Table):
-        rows = value.values.tolist() if hasattr(value, "values") else value
-        row = rows[0] if rows and isinstance(rows[0], list | tuple) else rows
-        return [float(v) for v in row]
-    if isinstance(field, fields.Tensor):
-        return json.loads(value) if isinstance(value, str) else value
-    if isinstance(field, fields.Number):
-        return float(value)
-    return value
-
-
-def label_scores(output: Any) -> dict[str, float]:
-    """A Label output as {class: probability}, what Gradio's Label shows."""
-    return dict(output["scores"]) if isinstance(output, dict) and "scores" in output else {}

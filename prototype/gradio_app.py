@@ -20,52 +20,18 @@ from typing import Any
 import gradio as gr
 
 from proto2prod import fields
+from proto2prod.fields.image import CSS as IMAGE_CSS
 from proto2prod.prototype.backends import Backend, Outcome
-from proto2prod.prototype.convert import example_array, label_scores, widget_item
 from proto2prod.prototype.spec import UISpec
 
 # (concurrency_limit, max_batch_size); None: no limit
 DEFAULTS: dict[str, tuple[int | None, int]] = {"in-process": (1, 32), "remote": (None, 16)}
 MAX_FILE_SIZE = "10mb"
-# Small images (8x8 digits) shown large and sharp rather than as a speck.
-CSS = "#input-image img {image-rendering: pixelated; min-width: 160px; object-fit: contain}"
-
-
-def _input_component(field: fields.Field) -> Any:
-    """The widget a person gives the input field's value with."""
-    if isinstance(field, fields.Image):
-        # A file path, and no image_mode: Gradio then hands over the upload untouched (no
-        # decode, no conversion), and its own bytes go on to the model or the service.
-        return gr.Image(
-            type="filepath",
-            image_mode=None,
-            label="Upload an image",
-            format="png",
-            sources=["upload", "clipboard"],
-            height=240,
-            elem_id="input-image",
-        )
-    if isinstance(field, fields.Table):
-        return gr.Dataframe(
-            headers=field.features,
-            row_count=1,
-            row_limits=(1, 1),
-            column_count=len(field.features),
-            column_limits=(len(field.features), len(field.features)),
-            datatype="number",
-            type="array",
-            label=field.name,
-        )
-    if isinstance(field, fields.Number):
-        return gr.Number(label=field.name)
-    if isinstance(field, fields.Tensor):
-        return gr.Textbox(label=f"{field.name} (JSON, shape {list(field.shape)})", lines=4)
-    return gr.Textbox(label=field.name, lines=3)
 
 
 def _sketchpad(field: fields.Field) -> Any | None:
-    """For image inputs, a canvas to draw on (black ink on white paper)."""
-    if not isinstance(field, fields.Image):
+    """For a model whose one input is an image, a canvas to draw on (black ink on white)."""
+    if not (field.takes_images and len(field.parts()) == 1):
         return None
     brush = gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed")
     return gr.Sketchpad(
@@ -73,16 +39,15 @@ def _sketchpad(field: fields.Field) -> Any | None:
     )
 
 
-def _output_component(field: fields.Field) -> Any:
-    if isinstance(field, fields.Label):
-        return gr.Label(num_top_classes=field.top_k, label=field.name)
-    return gr.Number(label=field.name)
-
-
-def _show(field: fields.Field, outcome: Outcome) -> Any:
+def _shown(spec: UISpec, item: Any, outcome: Outcome) -> list[Any]:
+    """One value per output component: each part's rendering of its answer (boxes drawn on
+    the input's picture), or its empty value for an error."""
+    parts = spec.outputs.parts()
     if outcome.error is not None:
-        return {} if isinstance(field, fields.Label) else None
-    return label_scores(outcome.output) if isinstance(field, fields.Label) else outcome.output
+        return [field.gradio_shown(None, None) for _, field in parts]
+    image = spec.inputs.image_of(item) if item is not None else None
+    values = spec.outputs.split(outcome.output)
+    return [field.gradio_shown(v, image) for (_, field), v in zip(parts, values, strict=True)]
 
 
 def _note(spec: UISpec, backend: Backend, outcome: Outcome) -> str:
@@ -101,18 +66,27 @@ def build(
     limit = DEFAULTS[mode][0] if concurrency is None else (concurrency or None)
     batch_size = batch_size or DEFAULTS[mode][1]
 
-    def predict(values: list[Any]) -> tuple[list[Any], list[str]]:
-        items = [widget_item(spec.inputs, v, wire=mode == "remote") for v in values]
+    inputs, outputs = spec.inputs.parts(), spec.outputs.parts()
+
+    def items_of(columns: tuple[list[Any], ...]) -> list[Any]:
+        """Gradio hands a batch as one list per input component: one JSON item per row."""
+        return [
+            spec.inputs.join([field.gradio_item(v, wire=mode == "remote")
+                              for (_, field), v in zip(inputs, row, strict=True)])
+            for row in zip(*columns, strict=True)
+        ]  # fmt: skip
+
+    def predict(*columns: list[Any]) -> tuple[list[Any], ...]:
+        items = items_of(columns)
         present = [i for i, item in enumerate(items) if item is not None]
-        outcomes = [Outcome(error="Give an input first.")] * len(items)
+        outcomes = [Outcome(error="Give every input first.")] * len(items)
         if present:
             answers = backend.predict([items[i] for i in present])
             for i, outcome in zip(present, answers, strict=True):
                 outcomes[i] = outcome
-        return (
-            [_show(spec.outputs, o) for o in outcomes],
-            [_note(spec, backend, o) for o in outcomes],
-        )
+        shown = [_shown(spec, item, o) for item, o in zip(items, outcomes, strict=True)]
+        per_output = [[row[k] for row in shown] for k in range(len(outputs))]
+        return (*per_output, [_note(spec, backend, o) for o in outcomes])
 
     events: dict[str, Any] = {
         "batch": True, "max_batch_size": batch_size, "concurrency_limit": limit,
@@ -121,18 +95,22 @@ def build(
         gr.Markdown(f"# {spec.title}\n{spec.description}")
         with gr.Row():
             with gr.Column():
-                main = _input_component(spec.inputs)
+                given = [field.gradio_input() for _, field in inputs]
                 button = gr.Button("Predict", variant="primary")
-                examples = [example_array(spec.inputs, e) for e in spec.examples]
-                gr.Examples(examples=[[e] for e in examples], inputs=[main], label="Examples")
+                examples = [
+                    [field.gradio_example(v) for (_, field), v in
+                     zip(inputs, spec.inputs.split(e), strict=True)]
+                    for e in spec.examples
+                ]  # fmt: skip
+                gr.Examples(examples=examples, inputs=given, label="Examples")
                 sketch = _sketchpad(spec.inputs)
                 draw = gr.Button("Predict the drawing") if sketch is not None else None
             with gr.Column():
-                output = _output_component(spec.outputs)
+                shown = [field.gradio_output() for _, field in outputs]
                 note = gr.Markdown(elem_id="answered-by")
-        button.click(predict, [main], [output, note], api_name="predict", **events)
+        button.click(predict, given, [*shown, note], api_name="predict", **events)
         if sketch is not None and draw is not None:
-            draw.click(predict, [sketch], [output, note], api_name="predict_drawing", **events)
+            draw.click(predict, [sketch], [*shown, note], api_name="predict_drawing", **events)
     return app
 
 
@@ -158,7 +136,7 @@ def launch(
             show_error=False,
             prevent_thread_lock=True,
             quiet=True,
-            css=CSS,
+            css=IMAGE_CSS,
         )
     url = f"http://{host}:{app.server_port}"
     if share and not getattr(app, "share_url", None):

@@ -12,9 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from proto2prod import fields
 from proto2prod.prototype.backends import Backend, in_process, remote
-from proto2prod.prototype.convert import example_array
 from proto2prod.prototype.spec import UISpec
 from proto2prod.settings import PrototypeSettings, Settings
 
@@ -31,44 +29,29 @@ def load(config: PrototypeSettings) -> tuple[Backend, UISpec]:
 
 
 def choose_input(spec: UISpec) -> Any:
-    """The input widget for the model's input field; returns the JSON item or None."""
-    field = spec.inputs
+    """One widget per input part, starting from the picked example; the JSON item."""
     names = [f"Example {i + 1}" for i in range(len(spec.examples))]
-    if isinstance(field, fields.Image):
-        upload = st.file_uploader("Upload an image", type=["png", "jpg", "jpeg"])
-        if upload is not None:
-            import base64
-
-            st.image(upload.getvalue(), width=160)
-            return base64.b64encode(upload.getvalue()).decode()
-        pick = st.selectbox("Or take an example", names, index=0)
-        example = spec.examples[names.index(pick)]
-        st.image(example_array(field, example), width=160, clamp=True)
-        return example  # already the JSON item
-    if isinstance(field, fields.Table):
-        pick = st.selectbox("Start from an example", names, index=0)
-        row = example_array(field, spec.examples[names.index(pick)])[0]
-        cols = st.columns(3)
-        return [
-            cols[i % 3].number_input(name, value=float(v), format="%.4f")
-            for i, (name, v) in enumerate(zip(field.features, row, strict=True))
-        ]
-    if isinstance(field, fields.Number):
-        return st.number_input(field.name, value=float(spec.examples[0]))
-    return st.text_area(field.name, value=str(spec.examples[0]))
+    pick = st.selectbox("Start from an example", names, index=0)
+    example = spec.inputs.split(spec.examples[names.index(pick)])
+    return spec.inputs.join([
+        field.streamlit_input(st, value, key=f"input-{key}")
+        for (key, field), value in zip(spec.inputs.parts(), example, strict=True)
+    ])  # fmt: skip
 
 
 def show(spec: UISpec, backend: Backend, item: Any) -> None:
+    if item is None:
+        st.error("Give every input first.")
+        return
     outcome = backend.predict([item])[0]
     if outcome.error is not None:
         st.error(outcome.error)
         return
     where = "in-process" if backend.source == "in-process" else f"service {backend.source}"
-    if isinstance(spec.outputs, fields.Label):
-        st.metric(spec.outputs.name, outcome.output["label"])
-        st.bar_chart(outcome.output["scores"], horizontal=True)
-    else:
-        st.metric(spec.outputs.name, f"{outcome.output:.4g}")
+    image = spec.inputs.image_of(item)
+    values = spec.outputs.split(outcome.output)
+    for (_, field), value in zip(spec.outputs.parts(), values, strict=True):
+        field.streamlit_show(st, value, image)
     st.caption(f"Answered by {spec.name} version {outcome.version} ({where})")
 
 

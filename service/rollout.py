@@ -115,7 +115,8 @@ class Rollout:
         self.run = RolloutRun(self.registry, self.champion.ref.name, self.kind, champion,
                               challenger, worker=self.worker)  # fmt: skip
         if self.kind == "shadow":
-            self.shadow = ShadowStats(champion, challenger, self.config.shadow_rate)
+            outputs = self.champion.current.predictor.model.outputs  # type: ignore[union-attr]
+            self.shadow = ShadowStats(champion, challenger, self.config.shadow_rate, outputs)
         else:
             self.canary = CanaryGuard(
                 self.config.canary_percent,

@@ -215,7 +215,7 @@ def test_gradio_pages_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
             page.goto(url)
             page.locator(".gallery-item").nth(2).click()  # the example 7
-            page.wait_for_selector("#input-image img", timeout=20_000)
+            page.wait_for_selector("[id^=input-image] img", timeout=20_000)
             page.get_by_role("button", name="Predict", exact=True).click()
             page.wait_for_selector("text=Answered by", timeout=30_000)
             assert where in page.locator("#answered-by").inner_text()

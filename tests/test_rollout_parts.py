@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from proto2prod import fields
 from proto2prod.errors import InvalidRequest, SettingsError, Unauthorized
 from proto2prod.service import webhooks
 from proto2prod.service.batcher import MicroBatcher
 from proto2prod.service.canary import CanaryGuard, Sample
-from proto2prod.service.shadow import ShadowStats, compare
+from proto2prod.service.shadow import ShadowStats
 from proto2prod.settings import ServiceSettings
 
 SECRET = "a-webhook-secret-of-some-length"
@@ -98,6 +99,7 @@ def test_a_delivery_id_counts_once_and_memory_is_bounded() -> None:
 
 
 def test_labels_agree_on_the_top_class_and_differ_by_its_score() -> None:
+    compare = fields.Label(classes=["3", "8"]).compare
     champion = {"label": "3", "scores": {"3": 0.9, "8": 0.1}}
     assert compare(champion, {"label": "3", "scores": {"3": 0.7, "8": 0.3}}).agree
     assert compare(champion, {"label": "3", "scores": {"3": 0.7}}).delta == pytest.approx(0.2)
@@ -108,13 +110,14 @@ def test_labels_agree_on_the_top_class_and_differ_by_its_score() -> None:
 
 
 def test_numbers_agree_within_one_percent() -> None:
+    compare = fields.Number().compare
     assert compare(100.0, 100.5).agree and not compare(100.0, 102.0).agree
     assert compare([1.0, 2.0], [1.0, 2.5]).delta == pytest.approx(0.25)
     assert not compare([1.0, 2.0], [1.0]).agree  # another shape never agrees
 
 
 def test_shadow_totals() -> None:
-    stats = ShadowStats("1", "2", rate=1.0)
+    stats = ShadowStats("1", "2", rate=1.0, outputs=fields.Label(classes=["a", "b"]))
     agree = {"label": "a", "scores": {"a": 0.5}}
     differ = {"label": "b", "scores": {"b": 1}}
     stats.add([{"label": "a", "scores": {"a": 1.0}}] * 3, [agree, agree, differ])

@@ -9,13 +9,13 @@ from typing import Annotated
 
 import typer
 
-from proto2prod.benchmarks.plan import ARCHITECTURES, SCENARIOS, Plan
+from proto2prod.benchmarks.plan import ARCHITECTURES, EXAMPLES, SCENARIOS, Plan
 from proto2prod.cli.output import console, user_errors
 
 
 def bench(
     models: Annotated[
-        str, typer.Option(help="Comma-separated examples: digits, heavy, wine.")
+        str, typer.Option(help=f"Comma-separated examples: {', '.join(EXAMPLES)}.")
     ] = "heavy,digits",
     model: Annotated[
         str | None,
