@@ -22,11 +22,14 @@ from typing import Any
 
 from proto2prod.definition import Definition
 from proto2prod.errors import InvalidWeights, RegistryError
+from proto2prod.fields import Record
 from proto2prod.model import Model, Trained
 from proto2prod.registry.client import NOT_FOUND_CODES, TAG, Registry, _mlflow_error
 from proto2prod.registry.reference import check_alias
 
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+NAMED_ENTRY = Path(__file__).with_name("pyfunc_named.py")
+"""For named inputs: MLflow's signature then names a column per input key."""
 WEIGHTS = "weights.safetensors"
 DEFINITION = "definition.py"
 REFERENCE = "reference_stats.json"
@@ -126,6 +129,7 @@ def publish(
         # MLflow's own tools only.
         digests = {name: sha256_file(files[name]) for name in (WEIGHTS, REFERENCE)}
         spec = model.spec()
+        named = isinstance(model.inputs, Record)
         tags = {
             f"{TAG}.entry": definition.entry,
             f"{TAG}.spec": json.dumps(spec, sort_keys=True),
@@ -143,7 +147,8 @@ def publish(
                 mlflow.log_metrics(trained.metrics)
                 info = mlflow.pyfunc.log_model(
                     name="model",
-                    python_model=str(ENTRY),
+                    python_model=str(NAMED_ENTRY if named else ENTRY),
+                    signature=_named_signature(model) if named else None,
                     artifacts={
                         "weights": str(files[WEIGHTS]),
                         "definition": str(files[DEFINITION]),
@@ -181,6 +186,19 @@ def publish(
                 raise
             raise RegistryError(f"setting alias '{alias}' failed: {exc}") from exc
     return Published(name=model.name, version=version, run_id=run.info.run_id, alias=alias)
+
+
+def _named_signature(model: Model) -> Any:
+    """Named columns in, and out for named outputs; every column typed `Any`, because the
+    fields (images as strings or nested lists) check the values with their own messages."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    def columns(field: Any) -> Schema:
+        keys = field.keys() if isinstance(field, Record) else [None]
+        return Schema([ColSpec(AnyType(), key) for key in keys])
+
+    return ModelSignature(inputs=columns(model.inputs), outputs=columns(model.outputs))
 
 
 def _reference(model: Model, trained: Trained) -> dict[str, Any]:
