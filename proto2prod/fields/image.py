@@ -304,7 +304,7 @@ class Image(Field):
         return gr.Image(type="numpy", label=self.name, format="png", height=240)
 
     def gradio_shown(self, output: Any, image: np.ndarray | None) -> Any:
-        return None if output is None else self.pixels(output)
+        return None if output is None else shown_large(self.pixels(output))
 
     # -- Streamlit ------------------------------------------------------------------------
     def streamlit_input(self, st: Any, example: Any, key: str) -> Any:
@@ -320,4 +320,13 @@ class Image(Field):
         return example  # already the JSON item
 
     def streamlit_show(self, st: Any, output: Any, image: np.ndarray | None) -> None:
-        st.image(self.pixels(output), caption=self.name, width=240, clamp=True)
+        st.image(shown_large(self.pixels(output)), caption=self.name, width=240, clamp=True)
+
+
+def shown_large(pixels: np.ndarray, side: int = 240) -> np.ndarray:
+    """A small picture (a 32x32 mask) enlarged by whole pixels, so a person sees its pixels
+    rather than a speck or a blur; a picture of `side` or more is left as it is."""
+    import numpy as np
+
+    scale = max(1, side // max(pixels.shape[:2]))
+    return np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1) if scale > 1 else pixels
