@@ -123,7 +123,7 @@ class Counting(proto2prod.Model):
                 "one of square, circle, triangle",
                 key="shape",
             )
-        pixels = self.inputs["image"].fit(item["image"])[:, :, 0]  # type: ignore[index]
+        pixels = self.inputs["image"].fit(item["image"])[:, :, 0]
         if float(np.median(pixels)) > 127:  # dark shapes on light paper: invert
             pixels = 255.0 - pixels
         return {
@@ -134,7 +134,7 @@ class Counting(proto2prod.Model):
     def postprocess(self, row: dict[str, torch.Tensor]) -> dict[str, Any]:
         """A count is a whole number, never below zero."""
         count = max(0, round(float(row["count"].item())))
-        return {"count": float(count), "present": self.outputs["present"].encode(row["present"])}  # type: ignore[index]
+        return {"count": float(count), "present": self.outputs["present"].encode(row["present"])}
 
     def examples(self) -> list[Any]:
         pictures, _, _ = dataset(4, seed=SEED + 7)

@@ -115,7 +115,7 @@ class Segment(proto2prod.Model):
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """Resized to 32x32, shapes bright on dark (a drawing's dark ink is inverted), 0-1."""
-        pixels = self.inputs.fit(image)[:, :, 0]  # type: ignore[attr-defined]
+        pixels = self.inputs.fit(image)[:, :, 0]
         if float(np.median(pixels)) > 127:
             pixels = 255.0 - pixels
         return torch.from_numpy(pixels / 255.0).float().unsqueeze(0)

@@ -265,7 +265,7 @@ def _check_prepared(prepared: list[Any], fail: Any) -> None:
 
 
 def _shapes(batch: Any) -> str:
-    parts = [list(t.shape) for t in batch.args]
+    parts: list[Any] = [list(t.shape) for t in batch.args]
     parts += [f"{k}={list(t.shape)}" for k, t in {**batch.kwargs, **batch.masks}.items()]
     return ", ".join(str(p) for p in parts)
 

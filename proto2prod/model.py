@@ -76,9 +76,11 @@ class Model:
     """
 
     name: ClassVar[str]
-    inputs: ClassVar[Field]
+    # Typed Any so that a user's `inputs = {"image": fields.Image(...), ...}` type-checks;
+    # once the class is defined, each is always one Field (a dict became a fields.Record).
+    inputs: ClassVar[Any]
     """One field, or a dict of them (named inputs); a dict becomes a `fields.Record`."""
-    outputs: ClassVar[Field]
+    outputs: ClassVar[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

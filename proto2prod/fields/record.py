@@ -100,7 +100,8 @@ class Record(Field):
                 raise exc.within(key) from None
         return decoded
 
-    def encode(self, row: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    def encode(self, row: Any) -> dict[str, Any]:
+        """`row` is {key: tensor row} for named outputs."""
         return {key: field.encode(row[key]) for key, field in self.fields.items()}
 
     def output_shape_problem(self, row_shape: Any) -> str | None:
