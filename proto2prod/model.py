@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from proto2prod.fields import Field, as_field
+from proto2prod.fields import as_field
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,6 @@ from proto2prod.fields.field import Difference, Field, type_name
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
 _KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
