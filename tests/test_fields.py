@@ -70,7 +70,7 @@ class TestImage:
             ([], "empty"),
             ({"pixels": []}, "got an object"),
             (None, "got null"),
-            (7, "got a int"),
+            (7, "got an integer"),
             ([[[1, 2]]], "shape [1, 1, 2]"),
             ([[[[1]]]], "shape [1, 1, 1, 1]"),
         ],
@@ -125,7 +125,7 @@ class TestTensorTableTextNumber:
         text = fields.Text(max_length=5)
         assert text.decode("hello") == "hello"
         assert "6 characters" in error(text, "hello!").problem
-        assert "got a int" in error(text, 5).problem
+        assert "got an integer" in error(text, 5).problem
         number = fields.Number(name="price")
         assert number.decode(3) == 3.0
         assert "got a boolean" in error(number, True).problem

@@ -33,8 +33,8 @@ FLOORS = {
 }
 # One item whose sub-field is wrong, sent second, and what the 422 must name.
 BAD = {
-    "reviews": (17, "inputs[1] (field 'review'): got a int"),
-    "counting": ({"image": [[0, 0], [0, 0]], "shape": 5}, "inputs[1].shape: got a int"),
+    "reviews": (17, "inputs[1] (field 'review'): got an integer"),
+    "counting": ({"image": [[0, 0], [0, 0]], "shape": 5}, "inputs[1].shape: got an integer"),
     "segment": ("bm90IGFuIGltYWdl", "inputs[1] (field 'image'): the string decodes to bytes"),
     "embed": ([1.0] * 63, "inputs[1] (field 'pixels'): got shape [63]"),
 }

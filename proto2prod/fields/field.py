@@ -169,9 +169,15 @@ class Field:
 
 
 def type_name(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(value), "null" if value is None else f"a {type(value).__name__}"
-    )
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }
+    return names.get(type(value), "null" if value is None else f"a {type(value).__name__}")
 
 
 def is_number(value: Any) -> bool:
