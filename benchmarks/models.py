@@ -25,10 +25,12 @@ EXAMPLES = {
 
 
 def takes_images(entry: str) -> bool:
-    """Image models are also measured through Gradio's upload route (IMAGE_ONLY)."""
+    """Models whose one input is an image are also measured through Gradio's upload route
+    (IMAGE_ONLY: one uploaded file per call; a model with named inputs takes more)."""
     from proto2prod.definition import load_definition
 
-    return load_definition(entry, check=False).model.inputs.takes_images
+    inputs = load_definition(entry, check=False).model.inputs
+    return bool(inputs.takes_images and len(inputs.parts()) == 1)
 
 
 def recorded_entry(ref: str) -> str:

@@ -91,6 +91,29 @@ def running_prototype(
 
 
 @contextmanager
+def running_prototypes(
+    home: Path, arg_lists: Sequence[Sequence[str]], folder: Path
+) -> Iterator[list[str]]:
+    """Several `proto2prod prototype ARGS` started at once (each imports Gradio for seconds:
+    started together they wait once), their URLs once each answers 200."""
+    from proto2prod.processes import kill, spawn, wait_http
+
+    started = []
+    try:
+        for i, args in enumerate(arg_lists):
+            url = f"http://127.0.0.1:{free_port()}"
+            argv = [str(BIN / "proto2prod"), "prototype", *args, "--port", url.rsplit(":", 1)[1]]
+            log = folder / f"prototype-{i}.log"
+            started.append((url, spawn(argv, log, environment(home), None), log))
+        for url, proc, log in started:
+            wait_http(f"{url}/", proc, log, 150)
+        yield [url for url, _, _ in started]
+    finally:
+        for _, proc, _ in started:
+            kill(proc, 10)
+
+
+@contextmanager
 def running_service(
     home: Path, ref: str, log: Path, *, tracking_uri: str | None = None, **env: str
 ) -> Iterator[str]:

@@ -20,7 +20,7 @@ from proto2prod.predictor import Predictor
 from proto2prod.registry import Registry, publish
 from tests.conftest import BIN, EXAMPLES, ROOT
 from tests.processes import free_port, server
-from tests.service_process import running_prototype, running_service_process, until
+from tests.service_process import running_prototypes, running_service_process, until
 from tests.test_rollouts import noisy
 
 # Held-out metric after the quick training (measured on this machine: reviews 1.0,
@@ -168,13 +168,8 @@ def test_gradio_and_streamlit_in_process_and_remote(
     expected = Predictor(model, served.trained.weights, "cpu").predict(example)
     definition = str(EXAMPLES / f"{served.name}.py")
     in_args = [definition, "--model", f"{served.name}@production"]
-    with (
-        running_prototype(served.home, in_args, tmp_path / "in.log") as (in_process, _),
-        running_prototype(served.home, ["--backend", served.url], tmp_path / "remote.log") as (
-            remote,
-            _,
-        ),
-    ):
+    remote_args = ["--backend", served.url]
+    with running_prototypes(served.home, [in_args, remote_args], tmp_path) as (in_process, remote):
         for url, where in ((in_process, "(in-process)"), (remote, f"(service {served.url})")):
             client = Client(url, verbose=False)
             parts = zip(model.inputs.parts(), model.inputs.split(example), strict=True)
