@@ -51,11 +51,6 @@ class Batch:
         masks = {k: m for k, m in self.masks.items() if taken is None or k in taken}
         return network(*self.args, **self.kwargs, **masks)
 
-    @property
-    def size(self) -> int:
-        first = self.args[0] if self.args else next(iter(self.kwargs.values()))
-        return int(first.shape[0])
-
 
 def _moved(tensor: Any, device: Any, dtype: Any) -> Any:
     if tensor.is_floating_point():
