@@ -7,8 +7,15 @@ from pathlib import Path
 from typing import Any
 
 ARCHITECTURE_ORDER = [
-    "limit", "gradio", "prototype", "asgi", "mlflow", "bentoml-batchable", "decoupled", "service",
-]  # fmt: skip
+    "limit",
+    "gradio",
+    "prototype",
+    "asgi",
+    "mlflow",
+    "bentoml-batchable",
+    "decoupled",
+    "service",
+]
 
 
 def draw(results: dict[str, Any], out: Path) -> list[Path]:

@@ -74,26 +74,44 @@ def run(plan: Plan, out: Path, say: runner.Say, *, gpu: str | None = None) -> di
                 limit = runner.measure_limit(
                     model, payload, plan, home, placement, device=device, half=half
                 )
-                results["limits"].append({"model": model, "precision": precision,
-                                          "samples_per_s": limit})  # fmt: skip
+                results["limits"].append(
+                    {"model": model, "precision": precision, "samples_per_s": limit}
+                )
                 say(f"{model} {precision}: the service on {device}")
                 with targets.start(
-                    "service", model, entry, home=home, logs=logs, placement=placement,
-                    device=device, half=half,
-                ) as target:  # fmt: skip
+                    "service",
+                    model,
+                    entry,
+                    home=home,
+                    logs=logs,
+                    placement=placement,
+                    device=device,
+                    half=half,
+                ) as target:
                     for users in plan.users:
                         point = load.run(
-                            target, payload, users=users, duration=plan.duration,
-                            warmup=plan.warmup, placement=placement, workers=plan.workers,
-                        )  # fmt: skip
-                        results["runs"].append({
-                            "model": model, "precision": precision, "users": users,
-                            "rps": point.model.rps, "p50_ms": point.model.p50_ms,
-                            "p99_ms": point.model.p99_ms, "errors": point.model.errors,
-                            "limit_samples_per_s": max(limit.values()),
-                            "loadgen_cpu": round(point.loadgen_cpu, 3),
-                            "server_cpu": point.server_cpu,
-                        })  # fmt: skip
+                            target,
+                            payload,
+                            users=users,
+                            duration=plan.duration,
+                            warmup=plan.warmup,
+                            placement=placement,
+                            workers=plan.workers,
+                        )
+                        results["runs"].append(
+                            {
+                                "model": model,
+                                "precision": precision,
+                                "users": users,
+                                "rps": point.model.rps,
+                                "p50_ms": point.model.p50_ms,
+                                "p99_ms": point.model.p99_ms,
+                                "errors": point.model.errors,
+                                "limit_samples_per_s": max(limit.values()),
+                                "loadgen_cpu": round(point.loadgen_cpu, 3),
+                                "server_cpu": point.server_cpu,
+                            }
+                        )
                         (out / "gpu.json").write_text(json.dumps(results, indent=1))
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out / "gpu.json").write_text(json.dumps(results, indent=1))
@@ -105,24 +123,53 @@ def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     limits = Table(
         ("model", "precision", *(f"batch {b}" for b in LIMIT_BATCHES)),
-        [(r["model"], r["precision"],
-          *(f"{r['samples_per_s'].get(str(b), 0):.0f}" for b in LIMIT_BATCHES))
-         for r in results["limits"]],
-    )  # fmt: skip
+        [
+            (
+                r["model"],
+                r["precision"],
+                *(f"{r['samples_per_s'].get(str(b), 0):.0f}" for b in LIMIT_BATCHES),
+            )
+            for r in results["limits"]
+        ],
+    )
     service = Table(
-        ("model", "precision", "users", "req/s", "p50 ms", "p99 ms", "errors", "% of limit",
-         "load gen CPU"),
-        [(r["model"], r["precision"], str(r["users"]), f"{r['rps']:.0f}", f"{r['p50_ms']:.1f}",
-          f"{r['p99_ms']:.1f}", str(r["errors"]), f"{r['rps'] / r['limit_samples_per_s']:.0%}",
-          f"{r['loadgen_cpu']:.2f}") for r in results["runs"]],
-    )  # fmt: skip
-    return markdown([
-        Heading("proto2prod GPU run card", 1),
-        Text(f"GPU: {m['gpu']} ({results['device']}); CPU: {m['cpu']}, {m['cores']} cores; "
-             f"torch {m['versions'].get('torch')}; measured {results['started']}."),
-        Heading("Raw limit (samples/s, forward pass and postprocessing, no HTTP)"),
-        limits,
-        Heading("The service on the GPU (one JSON item per request, closed loop)"),
-        service,
-        Text("Made by `make gpu-card` (`proto2prod bench --device cuda --models heavy`)."),
-    ])  # fmt: skip
+        (
+            "model",
+            "precision",
+            "users",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "% of limit",
+            "load gen CPU",
+        ),
+        [
+            (
+                r["model"],
+                r["precision"],
+                str(r["users"]),
+                f"{r['rps']:.0f}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                str(r["errors"]),
+                f"{r['rps'] / r['limit_samples_per_s']:.0%}",
+                f"{r['loadgen_cpu']:.2f}",
+            )
+            for r in results["runs"]
+        ],
+    )
+    return markdown(
+        [
+            Heading("proto2prod GPU run card", 1),
+            Text(
+                f"GPU: {m['gpu']} ({results['device']}); CPU: {m['cpu']}, {m['cores']} cores; "
+                f"torch {m['versions'].get('torch')}; measured {results['started']}."
+            ),
+            Heading("Raw limit (samples/s, forward pass and postprocessing, no HTTP)"),
+            limits,
+            Heading("The service on the GPU (one JSON item per request, closed loop)"),
+            service,
+            Text("Made by `make gpu-card` (`proto2prod bench --device cuda --models heavy`)."),
+        ]
+    )

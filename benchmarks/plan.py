@@ -10,8 +10,14 @@ from proto2prod.benchmarks.targets import IMAGE_ONLY
 from proto2prod.errors import InvalidArgument
 
 ARCHITECTURES = [
-    "gradio", "prototype", "asgi", "decoupled", "service", "bentoml-batchable", "mlflow",
-]  # fmt: skip
+    "gradio",
+    "prototype",
+    "asgi",
+    "decoupled",
+    "service",
+    "bentoml-batchable",
+    "mlflow",
+]
 SCENARIOS = ["update", "memory", "queue", "shadow", "drift", "webhook"]
 EXAMPLES = models.EXAMPLES
 
@@ -109,7 +115,7 @@ class Plan:
                 warmup=warmup,
                 refs=refs,
                 entries=entries,
-            )  # fmt: skip
+            )
         )
         plan.architectures, plan.workers, plan.rate, plan.payload = archs, workers, rate, payload
         plan.scenarios, plan.device = chosen, device

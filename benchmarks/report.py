@@ -87,8 +87,11 @@ def blocks(results: dict[str, Any], chart_paths: list[Path]) -> list[Block]:
 def _loadgen_note(results: dict[str, Any]) -> str:
     rows = [r for r in results["runs"] if r["architecture"] != "limit"]
     busiest = max((r.get("loadgen_cpu", 0) for r in rows), default=0)
-    saturated = [f"{r['model']} {r['architecture']} at {r['users']} users"
-                 for r in rows if r.get("loadgen_saturated")]  # fmt: skip
+    saturated = [
+        f"{r['model']} {r['architecture']} at {r['users']} users"
+        for r in rows
+        if r.get("loadgen_saturated")
+    ]
     note = (
         f"Load generator: Locust, pinned apart from the servers; its busiest point used "
         f"{busiest:.2f} of a core."
@@ -105,8 +108,15 @@ def _throughput_table(results: dict[str, Any]) -> Table:
         key=lambda r: (r["model"], ARCHITECTURE_ORDER.index(r["architecture"]), r["users"]),
     ):
         if row["architecture"] == "limit":
-            rows.append((row["model"], f"limit (batch {row['users']})", "-", f"{row['rps']:.0f}",
-                         *["-"] * 7))  # fmt: skip
+            rows.append(
+                (
+                    row["model"],
+                    f"limit (batch {row['users']})",
+                    "-",
+                    f"{row['rps']:.0f}",
+                    *["-"] * 7,
+                )
+            )
             continue
         share = row["rps"] / row["limit_samples_per_s"] if row.get("limit_samples_per_s") else 0
         flag = " (saturated)" if row.get("loadgen_saturated") else ""
@@ -114,14 +124,34 @@ def _throughput_table(results: dict[str, Any]) -> Table:
         per_request = ", ".join(
             f"{role} {1000 * cores / row['rps']:.2f}" for role, cores in cpu.items() if row["rps"]
         )
-        rows.append((
-            row["model"], row["architecture"], str(row["users"]), f"{row['rps']:.1f}",
-            f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}", f"{row['p99_ms']:.1f}",
-            str(row["errors"]), f"{share:.0%}", per_request or "-",
-            f"{row.get('loadgen_cpu', 0):.2f}{flag}",
-        ))  # fmt: skip
-    header = ("model", "architecture", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",
-              "% of limit", "server CPU ms per request", "load gen CPU")  # fmt: skip
+        rows.append(
+            (
+                row["model"],
+                row["architecture"],
+                str(row["users"]),
+                f"{row['rps']:.1f}",
+                f"{row['p50_ms']:.1f}",
+                f"{row['p95_ms']:.1f}",
+                f"{row['p99_ms']:.1f}",
+                str(row["errors"]),
+                f"{share:.0%}",
+                per_request or "-",
+                f"{row.get('loadgen_cpu', 0):.2f}{flag}",
+            )
+        )
+    header = (
+        "model",
+        "architecture",
+        "users",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "% of limit",
+        "server CPU ms per request",
+        "load gen CPU",
+    )
     return Table(header, rows)
 
 
@@ -159,7 +189,7 @@ def _projection_blocks(results: dict[str, Any]) -> list[Block]:
                     ("1 CPU core", *(f"{p['cpu_service'][k]:.0f}" for k in FRONT_END_CORES)),
                     ("1 GPU", *(f"{p['gpu_service'][k]:.0f}" for k in FRONT_END_CORES)),
                 ],
-            ),  # fmt: skip
+            ),
         ]
     return out
 
@@ -184,7 +214,7 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                     )
                     for r in resp
                 ],
-            ),  # fmt: skip
+            ),
         ]
     for q in scenarios.get("queue", []):
         out += [
@@ -206,7 +236,7 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                     )
                     for r in q["rows"]
                 ],
-            ),  # fmt: skip
+            ),
         ]
     for up in scenarios.get("update", []):
         dec, ins = up["decoupled"], up["in_server"]
@@ -236,7 +266,7 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                         _s(dec["seconds_to_new_version"]),
                     ),
                 ],
-            ),  # fmt: skip
+            ),
         ]
     for shadow in scenarios.get("shadow", []):
         out += [
@@ -270,7 +300,7 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                     )
                     for r in shadow["rows"]
                 ],
-            ),  # fmt: skip
+            ),
         ]
     for tracked in scenarios.get("drift", []):
         out += [
@@ -287,7 +317,7 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                     )
                     for r in tracked["rows"]
                 ],
-            ),  # fmt: skip
+            ),
         ]
     for hook in scenarios.get("webhook", []):
         out += [
@@ -304,7 +334,7 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                     )
                     for mode in ("webhook", "poll")
                 ],
-            ),  # fmt: skip
+            ),
         ]
     for mem in scenarios.get("memory", []):
         out += [
@@ -325,7 +355,7 @@ def _scenario_blocks(results: dict[str, Any]) -> list[Block]:
                     )
                     for r in mem["rows"]
                 ],
-            ),  # fmt: skip
+            ),
             Text(
                 f"One service: {mem['service_mb']:.0f} MB; one thin front end: "
                 f"{mem['front_end_mb']:.0f} MB; one replica with the model: "
@@ -352,10 +382,11 @@ def markdown(parts: list[Block]) -> str:
         elif isinstance(part, Text):
             lines += [part.text, ""]
         elif isinstance(part, Table):
-            lines += ["| " + " | ".join(part.header) + " |",
-                      "|" + "---|" * len(part.header)]  # fmt: skip
-            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                      for row in part.rows]  # fmt: skip
+            lines += ["| " + " | ".join(part.header) + " |", "|" + "---|" * len(part.header)]
+            lines += [
+                "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                for row in part.rows
+            ]
             lines.append("")
         else:
             lines += [f"![{part.path.stem}]({part.path.name})", ""]

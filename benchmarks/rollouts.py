@@ -35,37 +35,85 @@ WEBHOOK_POLL_S = 60.0
 
 
 def shadow(
-    model: str, payload: Path, *, users: int, duration: float, warmup: float, home: Path,
-    logs: Path, placement: Placement, rounds: int = 2,
-) -> dict[str, Any]:  # fmt: skip
+    model: str,
+    payload: Path,
+    *,
+    users: int,
+    duration: float,
+    warmup: float,
+    home: Path,
+    logs: Path,
+    placement: Placement,
+    rounds: int = 2,
+) -> dict[str, Any]:
     """The champion under the same load without a shadow, then with one at rate 1.0."""
     _promote(home, model, "1")
     _promote(home, model, "2", alias="challenger")
-    modes: list[Mode] = [("none", [], {}),
-             ("shadow 1.0", ["--shadow", "challenger", "--shadow-rate", "1.0"], {})]  # fmt: skip
-    rows = _paired(model, payload, modes, users=users, duration=duration, warmup=warmup,
-                   home=home, logs=logs, placement=placement, rounds=rounds)  # fmt: skip
+    modes: list[Mode] = [
+        ("none", [], {}),
+        ("shadow 1.0", ["--shadow", "challenger", "--shadow-rate", "1.0"], {}),
+    ]
+    rows = _paired(
+        model,
+        payload,
+        modes,
+        users=users,
+        duration=duration,
+        warmup=warmup,
+        home=home,
+        logs=logs,
+        placement=placement,
+        rounds=rounds,
+    )
     return {"model": model, "users": users, "rows": rows}
 
 
 def drift(
-    model: str, payload: Path, *, users: int, duration: float, warmup: float, home: Path,
-    logs: Path, placement: Placement, rounds: int = 2,
-) -> dict[str, Any]:  # fmt: skip
+    model: str,
+    payload: Path,
+    *,
+    users: int,
+    duration: float,
+    warmup: float,
+    home: Path,
+    logs: Path,
+    placement: Placement,
+    rounds: int = 2,
+) -> dict[str, Any]:
     """The service under the same load with drift tracking off, then on (the default)."""
     _promote(home, model, "1")
-    modes: list[Mode] = [("off", [], {"PROTO2PROD_DRIFT": "0"}),
-                         ("on", [], {"PROTO2PROD_DRIFT": "1"})]  # fmt: skip
-    rows = _paired(model, payload, modes, users=users, duration=duration, warmup=warmup,
-                   home=home, logs=logs, placement=placement, rounds=rounds)  # fmt: skip
+    modes: list[Mode] = [
+        ("off", [], {"PROTO2PROD_DRIFT": "0"}),
+        ("on", [], {"PROTO2PROD_DRIFT": "1"}),
+    ]
+    rows = _paired(
+        model,
+        payload,
+        modes,
+        users=users,
+        duration=duration,
+        warmup=warmup,
+        home=home,
+        logs=logs,
+        placement=placement,
+        rounds=rounds,
+    )
     return {"model": model, "users": users, "rows": rows}
 
 
 def _paired(
-    model: str, payload: Path, modes: list[Mode], *,
-    users: int, duration: float, warmup: float, home: Path, logs: Path, placement: Placement,
+    model: str,
+    payload: Path,
+    modes: list[Mode],
+    *,
+    users: int,
+    duration: float,
+    warmup: float,
+    home: Path,
+    logs: Path,
+    placement: Placement,
     rounds: int = 2,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """One service per mode (extra `serve` options, environment), all started together, then
     loaded in turn A B B A (`rounds` = 2): a pair differs by a few percent, less than this
     machine drifts from one run to the next, so each mode is measured early and late and
@@ -82,31 +130,42 @@ def _paired(
             if "--shadow" in options:  # the shadow loads after the champion is ready
                 _until(partial(_comparing, url), 120, "the shadow to load")
             started.append((mode, url, pid, "--shadow" in options))
-        order = [i for r in range(rounds) for i in (range(len(modes)) if r % 2 == 0
-                                                    else reversed(range(len(modes))))]  # fmt: skip
+        order = [
+            i
+            for r in range(rounds)
+            for i in (range(len(modes)) if r % 2 == 0 else reversed(range(len(modes))))
+        ]
         points: dict[int, list[Any]] = {i: [] for i in range(len(modes))}
         for i in order:
             _, url, pid, _ = started[i]
             target = Target("service", url, "json", "/predict", "/livez", {"service": pid})
-            points[i].append(load.run(
-                target, payload, users=users, duration=duration, warmup=warmup,
-                placement=placement,
-            ).model)  # fmt: skip
+            points[i].append(
+                load.run(
+                    target,
+                    payload,
+                    users=users,
+                    duration=duration,
+                    warmup=warmup,
+                    placement=placement,
+                ).model
+            )
         rows = []
         for i, (mode, url, _, shadowing) in enumerate(started):
             state = _rollout(url).get("shadow") if shadowing else None
             runs = points[i]
-            rows.append({
-                "mode": mode,
-                "rps": statistics.mean(p.rps for p in runs),
-                "p50_ms": statistics.mean(p.p50_ms for p in runs),
-                "p99_ms": statistics.mean(p.p99_ms for p in runs),
-                "errors": sum(p.errors for p in runs),
-                "runs_rps": [round(p.rps, 1) for p in runs],
-                "compared": state["compared"] if state else None,
-                "sampled": state["sampled"] if state else None,
-                "dropped": state["dropped"] if state else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "mode": mode,
+                    "rps": statistics.mean(p.rps for p in runs),
+                    "p50_ms": statistics.mean(p.p50_ms for p in runs),
+                    "p99_ms": statistics.mean(p.p99_ms for p in runs),
+                    "errors": sum(p.errors for p in runs),
+                    "runs_rps": [round(p.rps, 1) for p in runs],
+                    "compared": state["compared"] if state else None,
+                    "sampled": state["sampled"] if state else None,
+                    "dropped": state["dropped"] if state else None,
+                }
+            )
     return rows
 
 
@@ -139,9 +198,20 @@ def webhook(
     )
     secret = secrets.token_hex(32)
     env = _env(home, MLFLOW_TRACKING_URI=tracking, PROTO2PROD_WEBHOOK_SECRET=secret)
-    mlflow = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-              "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'webhook.db'}",
-              "--artifacts-destination", str(work / "webhook-artifacts")]  # fmt: skip
+    mlflow = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{work / 'webhook.db'}",
+        "--artifacts-destination",
+        str(work / "webhook-artifacts"),
+    ]
     items = json.loads(payload.read_text())[:1]
     results: dict[str, Any] = {"model": model, "promotions": promotions}
     with process(mlflow, f"{tracking}/health", logs / "webhook-mlflow.log", server_env):
@@ -153,8 +223,9 @@ def webhook(
             registry.promote(model, "1")
             svc_port = free_port()
             url = f"http://127.0.0.1:{svc_port}"
-            serve = _p2p("serve", f"{model}@production", "--port", str(svc_port),
-                         "--poll-s", str(poll))  # fmt: skip
+            serve = _p2p(
+                "serve", f"{model}@production", "--port", str(svc_port), "--poll-s", str(poll)
+            )
             log = logs / f"{model}-update-{mode}.log"
             with process(placement.server(serve), f"{url}/readyz", log, env):
                 hook_id = _create_webhook(model, url, env) if mode == "webhook" else None
@@ -162,8 +233,12 @@ def webhook(
                     seconds = _time_promotions(registry, model, url, items, promotions, poll)
                 finally:
                     if hook_id is not None:
-                        subprocess.run(_p2p("webhook", "delete", hook_id), env=env,
-                                       check=True, capture_output=True)  # fmt: skip
+                        subprocess.run(
+                            _p2p("webhook", "delete", hook_id),
+                            env=env,
+                            check=True,
+                            capture_output=True,
+                        )
             results[mode] = {
                 "poll_s": poll,
                 "seconds": [round(s, 3) for s in seconds],
@@ -174,8 +249,13 @@ def webhook(
 
 
 def _create_webhook(model: str, url: str, env: dict[str, str]) -> str:
-    created = subprocess.run(_p2p("webhook", "create", f"bench-{model}", "--url", url),
-                             env=env, check=True, capture_output=True, text=True)  # fmt: skip
+    created = subprocess.run(
+        _p2p("webhook", "create", f"bench-{model}", "--url", url),
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     time.sleep(1.5)  # the tracking server's webhook cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
     return created.stdout.split()[1]
 

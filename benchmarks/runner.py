@@ -141,7 +141,7 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
             "shadow": [],
             "drift": [],
             "webhook": [],
-        },  # fmt: skip
+        },
     }
     with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
         home = Path(tmp) / "home"
@@ -161,9 +161,14 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                     results["runs"].append(_run_row(model, "limit", int(batch), value, None))
                 say(f"{model}: starting {arch}")
                 with targets.start(
-                    arch, model, entry, home=home, logs=logs, placement=placement,
+                    arch,
+                    model,
+                    entry,
+                    home=home,
+                    logs=logs,
+                    placement=placement,
                     device=plan.device,
-                ) as t:  # fmt: skip
+                ) as t:
                     for users in plan.users:
                         light = users == max(plan.users)
                         say(f"{model}: {arch} with {users} users")
@@ -222,24 +227,42 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                         home=home,
                         logs=logs,
                         placement=placement,
-                    )  # fmt: skip
+                    )
                 )
-            paired = (("shadow", rollouts.shadow, "with a shadow at rate 1.0, and without"),
-                      ("drift", rollouts.drift, "with drift tracking off, and on"))  # fmt: skip
+            paired = (
+                ("shadow", rollouts.shadow, "with a shadow at rate 1.0, and without"),
+                ("drift", rollouts.drift, "with drift tracking off, and on"),
+            )
             for name, scenario, what in paired:
                 if name in plan.scenarios:
                     say(f"{model}: the service's throughput {what}")
-                    results["scenarios"][name].append(scenario(
-                        model, payload, users=max(plan.users), duration=plan.duration,
-                        warmup=plan.warmup, home=home, logs=logs, placement=placement,
-                        rounds=1 if plan.quick else 2,
-                    ))  # fmt: skip
+                    results["scenarios"][name].append(
+                        scenario(
+                            model,
+                            payload,
+                            users=max(plan.users),
+                            duration=plan.duration,
+                            warmup=plan.warmup,
+                            home=home,
+                            logs=logs,
+                            placement=placement,
+                            rounds=1 if plan.quick else 2,
+                        )
+                    )
             if "webhook" in plan.scenarios and model not in plan.refs:
                 say(f"{model}: {plan.promotions} promotions by MLflow webhook, then by poll")
-                results["scenarios"]["webhook"].append(rollouts.webhook(
-                    model, entry, payload, promotions=plan.promotions, poll_s=plan.poll_s,
-                    work=Path(tmp), logs=logs, placement=placement,
-                ))  # fmt: skip
+                results["scenarios"]["webhook"].append(
+                    rollouts.webhook(
+                        model,
+                        entry,
+                        payload,
+                        promotions=plan.promotions,
+                        poll_s=plan.poll_s,
+                        work=Path(tmp),
+                        logs=logs,
+                        placement=placement,
+                    )
+                )
             if "memory" in plan.scenarios and image:
                 say(f"{model}: resident memory of N replicas, both ways")
                 results["scenarios"]["memory"].append(

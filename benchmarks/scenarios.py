@@ -107,9 +107,11 @@ def _promote(home: Path, model: str, version: str, alias: str = "production") ->
     """`proto2prod promote` (the registry client itself retries a briefly locked SQLite
     store, which the service's poller may be reading)."""
     done = subprocess.run(
-        _p2p("promote", model, version, "--alias", alias), env=_env(home),
-        capture_output=True, text=True,
-    )  # fmt: skip
+        _p2p("promote", model, version, "--alias", alias),
+        env=_env(home),
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"promoting {model}/{version} failed: {done.stderr.strip()}")
 
@@ -134,9 +136,15 @@ def _under_load(
     def clients() -> None:
         with contextlib.suppress(load.Stopped):
             load.run(
-                target, payload, users=8, duration=seconds, warmup=0.0,
-                placement=placement, version_log=log, stop=stop,
-            )  # fmt: skip
+                target,
+                payload,
+                users=8,
+                duration=seconds,
+                warmup=0.0,
+                placement=placement,
+                version_log=log,
+                stop=stop,
+            )
 
     worker = threading.Thread(target=clients, name="update-load", daemon=True)
     worker.start()
@@ -254,24 +262,31 @@ def queue(
         for limit in QUEUE_LIMITS:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            args = _p2p("prototype", "--backend", svc_url, "--port", str(port),
-                        "--concurrency", str(limit))  # fmt: skip
+            args = _p2p(
+                "prototype", "--backend", svc_url, "--port", str(port), "--concurrency", str(limit)
+            )
             log = logs / f"{model}-queue-{limit}.log"
             with process(placement.server(args), url, log, env) as front:
                 roles = {"front end": front, "service": svc}
                 target = Target("decoupled", url, "gradio", "predict", "/", roles)
                 point = load.run(
-                    target, payload, users=users, duration=duration, warmup=warmup,
+                    target,
+                    payload,
+                    users=users,
+                    duration=duration,
+                    warmup=warmup,
                     placement=placement,
-                )  # fmt: skip
-            rows.append({
-                "concurrency": limit or None,
-                "rps": point.model.rps,
-                "p50_ms": point.model.p50_ms,
-                "p99_ms": point.model.p99_ms,
-                "errors": point.model.errors,
-                "server_cpu": {role: round(c, 3) for role, c in point.server_cpu.items()},
-            })  # fmt: skip
+                )
+            rows.append(
+                {
+                    "concurrency": limit or None,
+                    "rps": point.model.rps,
+                    "p50_ms": point.model.p50_ms,
+                    "p99_ms": point.model.p99_ms,
+                    "errors": point.model.errors,
+                    "server_cpu": {role: round(c, 3) for role, c in point.server_cpu.items()},
+                }
+            )
     return {"model": model, "users": users, "rows": rows}
 
 

@@ -95,32 +95,41 @@ def verdicts(results: dict[str, Any], t: Targets = TARGETS) -> list[Verdict]:
 
 def _rollouts(results: dict[str, Any], t: Targets) -> list[Verdict]:
     out = []
-    costs = (("shadow", "with a shadow at rate 1.0 the champion", t.shadow_share),
-             ("drift", "with drift tracking on the service", t.drift_share))  # fmt: skip
+    costs = (
+        ("shadow", "with a shadow at rate 1.0 the champion", t.shadow_share),
+        ("drift", "with drift tracking on the service", t.drift_share),
+    )
     for name, claim, target in costs:
         for paired in results["scenarios"].get(name, []):
             without, with_ = paired["rows"]
             share = with_["rps"] / without["rps"] if without["rps"] else 0.0
-            shadowed = (f"; {with_['compared']} items compared, {with_['dropped']} of "
-                        f"{with_['sampled']} sampled requests dropped"
-                        if with_.get("compared") is not None else "")  # fmt: skip
-            out.append(Verdict(
-                f"{paired['model']}, {paired['users']} users: {claim} keeps >= {target:.0%} "
-                "of its throughput",
-                f"{with_['rps']:.0f} vs {without['rps']:.0f} req/s ({share:.0%}); p99 "
-                f"{with_['p99_ms']:.1f} vs {without['p99_ms']:.1f} ms{shadowed}",
-                share >= target and with_["errors"] == 0,
-            ))  # fmt: skip
+            shadowed = (
+                f"; {with_['compared']} items compared, {with_['dropped']} of "
+                f"{with_['sampled']} sampled requests dropped"
+                if with_.get("compared") is not None
+                else ""
+            )
+            out.append(
+                Verdict(
+                    f"{paired['model']}, {paired['users']} users: {claim} keeps >= {target:.0%} "
+                    "of its throughput",
+                    f"{with_['rps']:.0f} vs {without['rps']:.0f} req/s ({share:.0%}); p99 "
+                    f"{with_['p99_ms']:.1f} vs {without['p99_ms']:.1f} ms{shadowed}",
+                    share >= target and with_["errors"] == 0,
+                )
+            )
     for hook in results["scenarios"].get("webhook", []):
         pushed, polled = hook["webhook"], hook["poll"]
-        out.append(Verdict(
-            f"{hook['model']}: by MLflow webhook a promoted version answers within "
-            f"{t.webhook_median_s:g} s (median of {hook['promotions']})",
-            f"median {pushed['median_s']:.2f} s, max {pushed['max_s']:.2f} s (poll "
-            f"{pushed['poll_s']:g} s); by the {polled['poll_s']:g} s poll alone: median "
-            f"{polled['median_s']:.2f} s, max {polled['max_s']:.2f} s",
-            pushed["median_s"] < t.webhook_median_s,
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                f"{hook['model']}: by MLflow webhook a promoted version answers within "
+                f"{t.webhook_median_s:g} s (median of {hook['promotions']})",
+                f"median {pushed['median_s']:.2f} s, max {pushed['max_s']:.2f} s (poll "
+                f"{pushed['poll_s']:g} s); by the {polled['poll_s']:g} s poll alone: median "
+                f"{polled['median_s']:.2f} s, max {polled['max_s']:.2f} s",
+                pushed["median_s"] < t.webhook_median_s,
+            )
+        )
     return out
 
 
@@ -130,38 +139,49 @@ def _throughput(
     out = []
     limit = service.get("limit_samples_per_s") or 0
     share = service["rps"] / limit if limit else 0
-    out.append(Verdict(
-        f"{model}, {users} users: the service reaches >= {t.limit_share * 100:g} % of the raw "
-        "batched limit",
-        f"{service['rps']:.0f} req/s vs limit {limit:.0f} samples/s ({share:.0%})",
-        share >= t.limit_share, _loadgen_reason(service),
-    ))  # fmt: skip
+    out.append(
+        Verdict(
+            f"{model}, {users} users: the service reaches >= {t.limit_share * 100:g} % of the raw "
+            "batched limit",
+            f"{service['rps']:.0f} req/s vs limit {limit:.0f} samples/s ({share:.0%})",
+            share >= t.limit_share,
+            _loadgen_reason(service),
+        )
+    )
     for peer, factor in t.peers:
         other = run_row(results, model, peer, users)
         if other is None:
             continue
         ratio = service["rps"] / other["rps"] if other["rps"] else float("inf")
-        out.append(Verdict(
-            f"{model}, {users} users: the service serves >= {factor:g}x `{peer}`",
-            f"{service['rps']:.0f} vs {other['rps']:.0f} req/s ({ratio:.2f}x)",
-            ratio >= factor, _loadgen_reason(service),
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                f"{model}, {users} users: the service serves >= {factor:g}x `{peer}`",
+                f"{service['rps']:.0f} vs {other['rps']:.0f} req/s ({ratio:.2f}x)",
+                ratio >= factor,
+                _loadgen_reason(service),
+            )
+        )
     if service["p50_ms"]:
         tail = service["p99_ms"] / service["p50_ms"]
-        out.append(Verdict(
-            f"{model}, {users} users: service p99 <= {t.tail_ratio:g}x p50",
-            f"p50 {service['p50_ms']:.1f} ms, p99 {service['p99_ms']:.1f} ms ({tail:.2f}x)",
-            tail <= t.tail_ratio,
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                f"{model}, {users} users: service p99 <= {t.tail_ratio:g}x p50",
+                f"p50 {service['p50_ms']:.1f} ms, p99 {service['p99_ms']:.1f} ms ({tail:.2f}x)",
+                tail <= t.tail_ratio,
+            )
+        )
     errors = sum(
         r.get("errors", 0)
         for r in results["runs"]
         if r["model"] == model and r["architecture"] in ("service", "decoupled")
     )
-    out.append(Verdict(
-        f"{model}: decoupled serving fails no request under load", f"{errors} failed requests",
-        errors == 0,
-    ))  # fmt: skip
+    out.append(
+        Verdict(
+            f"{model}: decoupled serving fails no request under load",
+            f"{errors} failed requests",
+            errors == 0,
+        )
+    )
     return out
 
 
@@ -177,12 +197,14 @@ def _responsiveness(results: dict[str, Any], t: Targets) -> list[Verdict]:
             if r["model"] == row["model"] and r["architecture"] in ("gradio", "prototype")
         ]
         vs = f"; model-in-server p99 {max(inside):.0f} ms" if inside else ""
-        out.append(Verdict(
-            f"{row['model']}: the decoupled front end's page stays responsive "
-            f"(p99 <= {t.light_p99_ms:g} ms) while the model route is saturated",
-            f"light route p99 {row['p99_ms']:.1f} ms{vs}",
-            row["p99_ms"] <= t.light_p99_ms,
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                f"{row['model']}: the decoupled front end's page stays responsive "
+                f"(p99 <= {t.light_p99_ms:g} ms) while the model route is saturated",
+                f"light route p99 {row['p99_ms']:.1f} ms{vs}",
+                row["p99_ms"] <= t.light_p99_ms,
+            )
+        )
     return out
 
 
@@ -191,19 +213,23 @@ def _updates(results: dict[str, Any], t: Targets) -> list[Verdict]:
     for up in results["scenarios"].get("update", []):
         dec, ins = up["decoupled"], up["in_server"]
         swap = dec["seconds_to_new_version"]
-        out.append(Verdict(
-            f"{up['model']}: decoupled, a promoted version answers live with 0 failed requests "
-            f"within the poll interval + {t.swap_slack_s:g} s",
-            f"{dec['failed']} failed of {dec['requests']}; new version after "
-            f"{'never' if swap is None else f'{swap:.1f} s'} (poll {dec['poll_s']:g} s)",
-            dec["failed"] == 0 and swap is not None and swap <= dec["poll_s"] + t.swap_slack_s,
-        ))  # fmt: skip
-        out.append(Verdict(
-            f"{up['model']}: model-in-server, a model update means a restart that clients feel",
-            f"{ins['failed']} failed of {ins['requests']}; "
-            f"{ins['seconds_without_service']:.1f} s without a successful answer",
-            ins["failed"] > 0 or ins["seconds_without_service"] > t.restart_gap_s,
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                f"{up['model']}: decoupled, a promoted version answers live with 0 failed requests "
+                f"within the poll interval + {t.swap_slack_s:g} s",
+                f"{dec['failed']} failed of {dec['requests']}; new version after "
+                f"{'never' if swap is None else f'{swap:.1f} s'} (poll {dec['poll_s']:g} s)",
+                dec["failed"] == 0 and swap is not None and swap <= dec["poll_s"] + t.swap_slack_s,
+            )
+        )
+        out.append(
+            Verdict(
+                f"{up['model']}: model-in-server, a model update means a restart that clients feel",
+                f"{ins['failed']} failed of {ins['requests']}; "
+                f"{ins['seconds_without_service']:.1f} s without a successful answer",
+                ins["failed"] > 0 or ins["seconds_without_service"] > t.restart_gap_s,
+            )
+        )
     return out
 
 
@@ -211,23 +237,31 @@ def _memory(results: dict[str, Any], t: Targets) -> list[Verdict]:
     out = []
     for mem in results["scenarios"].get("memory", []):
         top = mem["rows"][-1]
-        out.append(Verdict(
-            f"{mem['model']}: {top['n']} thin front ends + 1 service use <= "
-            f"{t.memory_ratio * 100:g} % of the memory of {top['n']} model-in-server replicas",
-            f"{top['decoupled_mb']:.0f} MB vs {top['in_server_mb']:.0f} MB ({top['ratio']:.0%})",
-            top["ratio"] <= t.memory_ratio,
-        ))  # fmt: skip
-        out.append(Verdict(
-            f"{mem['model']}: the remote-mode front end stays <= {t.front_end_mb:g} MB",
-            f"{mem['front_end_mb']:.0f} MB (a replica with the model: "
-            f"{mem['in_server_replica_mb']:.0f} MB; the service: {mem['service_mb']:.0f} MB)",
-            mem["front_end_mb"] <= t.front_end_mb,
-        ))  # fmt: skip
-        out.append(Verdict(
-            f"{mem['model']}: the service (BentoML's arbiter and worker) stays <= "
-            f"{t.service_mb:g} MB",
-            f"{mem['service_mb']:.0f} MB", mem["service_mb"] <= t.service_mb,
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                f"{mem['model']}: {top['n']} thin front ends + 1 service use <= "
+                f"{t.memory_ratio * 100:g} % of the memory of {top['n']} model-in-server replicas",
+                f"{top['decoupled_mb']:.0f} MB vs {top['in_server_mb']:.0f} MB "
+                f"({top['ratio']:.0%})",
+                top["ratio"] <= t.memory_ratio,
+            )
+        )
+        out.append(
+            Verdict(
+                f"{mem['model']}: the remote-mode front end stays <= {t.front_end_mb:g} MB",
+                f"{mem['front_end_mb']:.0f} MB (a replica with the model: "
+                f"{mem['in_server_replica_mb']:.0f} MB; the service: {mem['service_mb']:.0f} MB)",
+                mem["front_end_mb"] <= t.front_end_mb,
+            )
+        )
+        out.append(
+            Verdict(
+                f"{mem['model']}: the service (BentoML's arbiter and worker) stays <= "
+                f"{t.service_mb:g} MB",
+                f"{mem['service_mb']:.0f} MB",
+                mem["service_mb"] <= t.service_mb,
+            )
+        )
     return out
 
 
@@ -235,16 +269,20 @@ def _projections(results: dict[str, Any], t: Targets) -> list[Verdict]:
     out = []
     for p in projections(results):
         error = p["measured_rps"] / p["shared_core_rps"] - 1
-        out.append(Verdict(
-            f"{p['model']}: the CPU-cost model predicts the measured front end + service pair "
-            f"within {t.projection_error * 100:g} %",
-            f"{p['shared_core_rps']:.0f} req/s projected (front end {p['front_end_ms']:.2f} + "
-            f"service {p['service_ms']:.2f} CPU ms per request on one core) vs "
-            f"{p['measured_rps']:.0f} measured ({error:+.0%}; the core {p['core_busy']:.0%} busy)",
-            abs(error) <= t.projection_error,
-            "the shared core was not busy: latency, not CPU, bounded the pair"
-            if p["core_busy"] < 0.9 else "",
-        ))  # fmt: skip
+        out.append(
+            Verdict(
+                f"{p['model']}: the CPU-cost model predicts the measured front end + service pair "
+                f"within {t.projection_error * 100:g} %",
+                f"{p['shared_core_rps']:.0f} req/s projected (front end {p['front_end_ms']:.2f} + "
+                f"service {p['service_ms']:.2f} CPU ms per request on one core) vs "
+                f"{p['measured_rps']:.0f} measured ({error:+.0%}; "
+                f"the core {p['core_busy']:.0%} busy)",
+                abs(error) <= t.projection_error,
+                "the shared core was not busy: latency, not CPU, bounded the pair"
+                if p["core_busy"] < 0.9
+                else "",
+            )
+        )
     return out
 
 
@@ -258,8 +296,11 @@ def _pair_without_page_loads(results: dict[str, Any], model: str) -> dict[str, A
     for queue in results["scenarios"].get("queue", []):
         for row in queue["rows"] if queue["model"] == model else []:
             if row["concurrency"] is None and row.get("server_cpu"):
-                limits = [r for r in results["runs"]
-                          if r["model"] == model and r.get("limit_samples_per_s")]  # fmt: skip
+                limits = [
+                    r
+                    for r in results["runs"]
+                    if r["model"] == model and r.get("limit_samples_per_s")
+                ]
                 return {
                     **row,
                     "users": queue["users"],
@@ -297,20 +338,26 @@ def projections(results: dict[str, Any]) -> list[dict[str, Any]]:
         limit = pair.get("limit_samples_per_s") or 0
         forward_ms = 1000 / limit if limit else 0.0
         gpu_service_ms = max(saturated_ms - forward_ms, 1e-3)
-        out.append({
-            "model": model,
-            "users": pair["users"],
-            "point": pair.get("point", "the decoupled throughput point (with the page-load user)"),
-            "front_end_ms": front_ms,
-            "service_ms": service_ms,
-            "saturated_service_ms": saturated_ms,
-            "forward_ms": forward_ms,
-            "core_busy": cpu["front end"] + cpu["service"],
-            "measured_rps": pair["rps"],
-            "shared_core_rps": 1000 / (front_ms + service_ms),
-            "cpu_service": {k: min(k * 1000 / front_ms, 1000 / saturated_ms)
-                            for k in FRONT_END_CORES},
-            "gpu_service": {k: min(k * 1000 / front_ms, 1000 / gpu_service_ms)
-                            for k in FRONT_END_CORES},
-        })  # fmt: skip
+        out.append(
+            {
+                "model": model,
+                "users": pair["users"],
+                "point": pair.get(
+                    "point", "the decoupled throughput point (with the page-load user)"
+                ),
+                "front_end_ms": front_ms,
+                "service_ms": service_ms,
+                "saturated_service_ms": saturated_ms,
+                "forward_ms": forward_ms,
+                "core_busy": cpu["front end"] + cpu["service"],
+                "measured_rps": pair["rps"],
+                "shared_core_rps": 1000 / (front_ms + service_ms),
+                "cpu_service": {
+                    k: min(k * 1000 / front_ms, 1000 / saturated_ms) for k in FRONT_END_CORES
+                },
+                "gpu_service": {
+                    k: min(k * 1000 / front_ms, 1000 / gpu_service_ms) for k in FRONT_END_CORES
+                },
+            }
+        )
     return out

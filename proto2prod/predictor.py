@@ -72,8 +72,9 @@ class Predictor:
         try:
             return self.model.preprocess(decoded)
         except InvalidInput as exc:  # preprocess refusing a value (an unknown word): say where
-            raise InvalidInput(exc.field, exc.problem, exc.expected, index=index,
-                               key=exc.key) from None  # fmt: skip
+            raise InvalidInput(
+                exc.field, exc.problem, exc.expected, index=index, key=exc.key
+            ) from None
 
     def prepare_each(
         self, items: Sequence[Any], *, stop: Callable[[], bool] | None = None

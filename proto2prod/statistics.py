@@ -62,9 +62,12 @@ def reference(columns: Mapping[str, Sequence[float | str]], *, source: str) -> d
             numbers = sorted(float(v) for v in values)
             edges = sorted({_quantile(numbers, q / BINS) for q in range(1, BINS)})
             step = max(1, len(numbers) // SAMPLE)
-            statistics[name] = {"kind": "numeric", "edges": edges,
-                                "shares": _shares(numbers, edges),
-                                "sample": numbers[::step]}  # fmt: skip
+            statistics[name] = {
+                "kind": "numeric",
+                "edges": edges,
+                "shares": _shares(numbers, edges),
+                "sample": numbers[::step],
+            }
     return {"format": 1, "source": source, "count": _count(columns), "statistics": statistics}
 
 
@@ -129,9 +132,10 @@ def of_version(model: Any, weights: Any, items: Sequence[Any], *, source: str) -
         part = chosen[start : start + 64]
         tensors = [predictor.prepare(item, i) for i, item in enumerate(part)]
         outputs = predictor.run(tensors)
-        rows += [{**input_values(model.inputs, item, tensor),
-                  **output_values(model.outputs, output)}
-                 for item, tensor, output in zip(part, tensors, outputs, strict=True)]  # fmt: skip
+        rows += [
+            {**input_values(model.inputs, item, tensor), **output_values(model.outputs, output)}
+            for item, tensor, output in zip(part, tensors, outputs, strict=True)
+        ]
     return reference(columns_of(rows), source=source)
 
 

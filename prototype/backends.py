@@ -182,8 +182,12 @@ class Remote:
         pending = list(range(len(items)))
         while pending:
             try:
-                reply = self._send("POST", "/predict", MAX_ANSWER_BYTES,
-                                   json={"inputs": [items[i] for i in pending]})  # fmt: skip
+                reply = self._send(
+                    "POST",
+                    "/predict",
+                    MAX_ANSWER_BYTES,
+                    json={"inputs": [items[i] for i in pending]},
+                )
             except (ServiceUnreachable, NotAService) as exc:
                 message = (
                     f"The model service at {self.url} is not reachable. Is it running? Start "

@@ -71,10 +71,14 @@ def build(
     def items_of(columns: tuple[list[Any], ...]) -> list[Any]:
         """Gradio hands a batch as one list per input component: one JSON item per row."""
         return [
-            spec.inputs.join([field.gradio_item(v, wire=mode == "remote")
-                              for (_, field), v in zip(inputs, row, strict=True)])
+            spec.inputs.join(
+                [
+                    field.gradio_item(v, wire=mode == "remote")
+                    for (_, field), v in zip(inputs, row, strict=True)
+                ]
+            )
             for row in zip(*columns, strict=True)
-        ]  # fmt: skip
+        ]
 
     def predict(*columns: list[Any]) -> tuple[list[Any], ...]:
         items = items_of(columns)
@@ -89,8 +93,10 @@ def build(
         return (*per_output, [_note(spec, backend, o) for o in outcomes])
 
     events: dict[str, Any] = {
-        "batch": True, "max_batch_size": batch_size, "concurrency_limit": limit,
-    }  # fmt: skip
+        "batch": True,
+        "max_batch_size": batch_size,
+        "concurrency_limit": limit,
+    }
     with gr.Blocks(title=spec.title) as app:
         gr.Markdown(f"# {spec.title}\n{spec.description}")
         with gr.Row():
@@ -98,10 +104,12 @@ def build(
                 given = [field.gradio_input() for _, field in inputs]
                 button = gr.Button("Predict", variant="primary")
                 examples = [
-                    [field.gradio_example(v) for (_, field), v in
-                     zip(inputs, spec.inputs.split(e), strict=True)]
+                    [
+                        field.gradio_example(v)
+                        for (_, field), v in zip(inputs, spec.inputs.split(e), strict=True)
+                    ]
                     for e in spec.examples
-                ]  # fmt: skip
+                ]
                 gr.Examples(examples=examples, inputs=given, label="Examples")
                 sketch = _sketchpad(spec.inputs)
                 draw = gr.Button("Predict the drawing") if sketch is not None else None

@@ -33,10 +33,12 @@ def choose_input(spec: UISpec) -> Any:
     names = [f"Example {i + 1}" for i in range(len(spec.examples))]
     pick = st.selectbox("Start from an example", names, index=0)
     example = spec.inputs.split(spec.examples[names.index(pick)])
-    return spec.inputs.join([
-        field.streamlit_input(st, value, key=f"input-{key}")
-        for (key, field), value in zip(spec.inputs.parts(), example, strict=True)
-    ])  # fmt: skip
+    return spec.inputs.join(
+        [
+            field.streamlit_input(st, value, key=f"input-{key}")
+            for (key, field), value in zip(spec.inputs.parts(), example, strict=True)
+        ]
+    )
 
 
 def show(spec: UISpec, backend: Backend, item: Any) -> None:

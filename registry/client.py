@@ -177,8 +177,12 @@ class VersionInfo:
     def to_json(self) -> dict[str, Any]:
         """JSON-safe: a metric MLflow holds as NaN or infinite is null (JSON has neither)."""
         metrics = {k: v if math.isfinite(v) else None for k, v in self.metrics.items()}
-        return {"version": self.version, "aliases": self.aliases, "metrics": metrics,
-                "run_id": self.run_id}  # fmt: skip
+        return {
+            "version": self.version,
+            "aliases": self.aliases,
+            "metrics": metrics,
+            "run_id": self.run_id,
+        }
 
 
 class Registry:
@@ -309,9 +313,11 @@ class Registry:
         ):
             mv = self.client.get_model_version(ref.name, version)
         return self._info(
-            mv, resolved_from=str(ref), with_metrics=with_metrics,
+            mv,
+            resolved_from=str(ref),
+            with_metrics=with_metrics,
             aliases=_aliases_of(aliases).get(version, []),
-        )  # fmt: skip
+        )
 
     def versions(self, name: str, *, with_metrics: bool = True) -> list[VersionInfo]:
         """All versions of `name`, newest first."""
@@ -370,8 +376,13 @@ class Registry:
                 target = str(self.client.get_model_version(name, str(version)).version)
             if previous == target:
                 return previous
-            self._write(f"promoting {name}/{target} to @{alias}",
-                        self.client.set_registered_model_alias, name, alias, target)  # fmt: skip
+            self._write(
+                f"promoting {name}/{target} to @{alias}",
+                self.client.set_registered_model_alias,
+                name,
+                alias,
+                target,
+            )
             if previous is not None:
                 moves.append({"from": previous, "to": target})
             self._record(name, alias, moves, log, "promote", previous, target)
@@ -396,8 +407,13 @@ class Registry:
                     f"use: proto2prod promote {name} VERSION --alias {alias}"
                 )
             previous = str(moves.pop()["from"])
-            self._write(f"rolling back {name}@{alias}",
-                        self.client.set_registered_model_alias, name, alias, previous)  # fmt: skip
+            self._write(
+                f"rolling back {name}@{alias}",
+                self.client.set_registered_model_alias,
+                name,
+                alias,
+                previous,
+            )
             self._record(name, alias, moves, log, "rollback", current, previous)
         return current, previous
 

@@ -119,8 +119,11 @@ def publish(
     client = registry.client
     experiment_id = experiment_for(registry, model.name)
     with tempfile.TemporaryDirectory(prefix="proto2prod-publish-") as tmp:
-        files = {WEIGHTS: Path(tmp, WEIGHTS), DEFINITION: Path(tmp, DEFINITION),
-                 REFERENCE: Path(tmp, REFERENCE)}  # fmt: skip
+        files = {
+            WEIGHTS: Path(tmp, WEIGHTS),
+            DEFINITION: Path(tmp, DEFINITION),
+            REFERENCE: Path(tmp, REFERENCE),
+        }
         save_safetensors(trained.weights, files[WEIGHTS])
         files[DEFINITION].write_text(definition.source)
         files[REFERENCE].write_text(json.dumps(_reference(model, trained)))

@@ -137,9 +137,16 @@ class ModelService:
         self.bus = Bus()  # what one worker learns, the others act on (service/fanout.py)
         self.rollout: Rollout | None = None
         if CONFIG.challenger:
-            self.rollout = Rollout(SETTINGS, CONFIG, DEFINITION, REGISTRY, self.runtime,
-                                   self.batcher, worker=worker,
-                                   secret=self.bus.secret())  # fmt: skip
+            self.rollout = Rollout(
+                SETTINGS,
+                CONFIG,
+                DEFINITION,
+                REGISTRY,
+                self.runtime,
+                self.batcher,
+                worker=worker,
+                secret=self.bus.secret(),
+            )
             self.rollout.on_rollback = lambda pair, reason: self.bus.publish(
                 "canary-rollback", pair=list(pair), reason=reason, worker=worker
             )
@@ -202,8 +209,7 @@ class ModelService:
         await self.checks.guarded(self.runtime, self.runtime.start, "start-up")
         if self.rollout is not None:
             challenger = self.rollout.runtime
-            await self.checks.guarded(challenger, challenger.start,
-                                      f"{self.rollout.kind} start-up")  # fmt: skip
+            await self.checks.guarded(challenger, challenger.start, f"{self.rollout.kind} start-up")
         lifecycle.settle_garbage_collector()
         while True:
             await asyncio.sleep(self.runtime.next_poll_in())
@@ -237,8 +243,9 @@ class ModelService:
         elif kind == "canary-rollback" and self.rollout is not None:
             pair = event.get("pair") or []
             if len(pair) == 2:
-                self.rollout.rolled_back_elsewhere((str(pair[0]), str(pair[1])),
-                                                   str(event.get("reason")), worker)  # fmt: skip
+                self.rollout.rolled_back_elsewhere(
+                    (str(pair[0]), str(pair[1])), str(event.get("reason")), worker
+                )
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
@@ -326,11 +333,16 @@ class ModelService:
         """Once per window: PSI and KS per statistic, on one MLflow run per version."""
         run = tracker.run
         if run is None:
-            run = tracker.run = RolloutRun(REGISTRY, MODEL_NAME, "drift", tracker.version,
-                                           "reference")  # fmt: skip
+            run = tracker.run = RolloutRun(
+                REGISTRY, MODEL_NAME, "drift", tracker.version, "reference"
+            )
         found = report["statistics"].items()
-        run.log({**{f"psi/{name}": s["psi"] for name, s in found},
-                 **{f"ks_p/{name}": s["ks_p"] for name, s in found}})  # fmt: skip
+        run.log(
+            {
+                **{f"psi/{name}": s["psi"] for name, s in found},
+                **{f"ks_p/{name}": s["ks_p"] for name, s in found},
+            }
+        )
 
     async def _answer_on(
         self, loaded: Loaded, inputs: list[Any], deadline: float, small: bool
@@ -340,11 +352,14 @@ class ModelService:
         if not inputs:
             return Answer.of(InvalidInput("inputs", "the list is empty", "at least one item")), []
         if len(inputs) > CONFIG.max_items:
-            return Answer.of(TooManyItems(
-                f"{len(inputs)} items in one request; the limit is {CONFIG.max_items} "
-                f"(PROTO2PROD_MAX_ITEMS): send them in several requests",
-                field="inputs", index=None,
-            )), []  # fmt: skip
+            return Answer.of(
+                TooManyItems(
+                    f"{len(inputs)} items in one request; the limit is {CONFIG.max_items} "
+                    f"(PROTO2PROD_MAX_ITEMS): send them in several requests",
+                    field="inputs",
+                    index=None,
+                )
+            ), []
         loop = asyncio.get_running_loop()
         prepared: list[Any] = []
         try:
@@ -361,16 +376,20 @@ class ModelService:
         except (InvalidInput, Overloaded) as exc:
             return Answer.of(exc), prepared
         except TimeoutError:
-            return Answer.of(Timeout(
-                f"the request was not answered within {CONFIG.timeout_s:g} s "
-                "(PROTO2PROD_TIMEOUT_S)"
-            )), prepared  # fmt: skip
+            return Answer.of(
+                Timeout(
+                    f"the request was not answered within {CONFIG.timeout_s:g} s "
+                    "(PROTO2PROD_TIMEOUT_S)"
+                )
+            ), prepared
         except Exception as exc:  # the forward pass raised: the version's or our bug
             log.exception("the forward pass of %s/%s failed", MODEL_NAME, version)
-            return Answer.of(ModelFailed(
-                f"the model's forward pass failed ({type(exc).__name__}); the service's log "
-                f"has the traceback"
-            )), prepared  # fmt: skip
+            return Answer.of(
+                ModelFailed(
+                    f"the model's forward pass failed ({type(exc).__name__}); the service's log "
+                    f"has the traceback"
+                )
+            ), prepared
         body = {"outputs": outputs, "model": MODEL_NAME, "version": version}
         return Answer(200, body, {"X-Model-Version": version}), prepared
 

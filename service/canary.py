@@ -163,8 +163,10 @@ class CanaryGuard:
         """Take the canary's share away (here, or because another worker decided so)."""
         self.percent = 0.0
         if self.rolled_back is None:
-            self.rolled_back = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "reason": reason}  # fmt: skip
+            self.rolled_back = {
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "reason": reason,
+            }
 
     def _enough(self, mine: list[Sample], theirs: list[Sample]) -> bool:
         return (

@@ -68,8 +68,13 @@ class RegistryChecks:
         try:
             await self.run(step)
         except (RegistryUnavailable, CacheUnavailable) as exc:  # counted by the runtime
-            log.warning("%s failed (%d in a row; next in %.0f s): %s", what,
-                        runtime.failures, runtime.next_poll_in(), exc)  # fmt: skip
+            log.warning(
+                "%s failed (%d in a row; next in %.0f s): %s",
+                what,
+                runtime.failures,
+                runtime.next_poll_in(),
+                exc,
+            )
         except Exception as exc:  # our own bug, or the user's definition: keep going
             runtime.failures += 1
             runtime.last_error = f"{type(exc).__name__}: {exc}"

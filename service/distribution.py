@@ -59,8 +59,20 @@ def _editable_source(dist: metadata.Distribution) -> Path | None:
     return Path(unquote(urlparse(found["url"]).path))
 
 
-SOURCE_JUNK = (".git", ".venv", "venv", "build", "dist", "*.egg-info", ".proto2prod", "reports",
-               "__pycache__", ".*_cache", "docs", "tests")  # fmt: skip
+SOURCE_JUNK = (
+    ".git",
+    ".venv",
+    "venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    ".proto2prod",
+    "reports",
+    "__pycache__",
+    ".*_cache",
+    "docs",
+    "tests",
+)
 """What a wheel build never needs from a source tree (and pip's in-tree build/ can hold
 modules deleted since, which would land in the wheel)."""
 

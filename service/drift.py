@@ -79,8 +79,10 @@ class DriftTracker:
             step = max(1, len(items) // self.per_request)  # evenly spread, capped
             for index in range(0, len(items), step)[: self.per_request]:
                 item, tensor, answer = items[index], tensors[index], answers[index]
-                values = {**statistics.input_values(inputs, item, tensor),
-                          **statistics.output_values(outputs, answer)}  # fmt: skip
+                values = {
+                    **statistics.input_values(inputs, item, tensor),
+                    **statistics.output_values(outputs, answer),
+                }
                 rows.append((values, self._request))
                 measured += 1
         with self._lock:
@@ -99,11 +101,18 @@ class DriftTracker:
             values = [value for value, _ in pairs]
             requests = len({request for _, request in pairs})
             if len(values) < MIN_LIVE or requests < MIN_REQUESTS:
-                found[name] = {"psi": None, "ks_p": None, "verdict": "too few",
-                               "live": len(values), "requests": requests}  # fmt: skip
+                found[name] = {
+                    "psi": None,
+                    "ks_p": None,
+                    "verdict": "too few",
+                    "live": len(values),
+                    "requests": requests,
+                }
             else:
-                found[name] = {**statistics.compare(self.reference["statistics"][name], values),
-                               "requests": requests}  # fmt: skip
+                found[name] = {
+                    **statistics.compare(self.reference["statistics"][name], values),
+                    "requests": requests,
+                }
         return {
             "version": self.version,
             "reference": self.reference.get("source"),

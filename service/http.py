@@ -92,10 +92,12 @@ class BodyLimit:
             )
             await send_answer(send, Answer.of(refused), close=True)
             return
-        too_large = Answer.of(PayloadTooLarge(
-            f"the request body is over the limit of {self.max_bytes} bytes "
-            f"(PROTO2PROD_MAX_BODY_MB); send fewer or smaller items"
-        ))  # fmt: skip
+        too_large = Answer.of(
+            PayloadTooLarge(
+                f"the request body is over the limit of {self.max_bytes} bytes "
+                f"(PROTO2PROD_MAX_BODY_MB); send fewer or smaller items"
+            )
+        )
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await send_answer(send, too_large, close=True)

@@ -211,9 +211,13 @@ class KeyStore:
                     f"a key named {name!r} exists; revoke it first (proto2prod keys revoke {name})"
                 )
             records[key_id] = KeyRecord(
-                name=name, id=key_id, scope=scope, salt=salt, hash=_digest(salt, secret),
+                name=name,
+                id=key_id,
+                scope=scope,
+                salt=salt,
+                hash=_digest(salt, secret),
                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            )  # fmt: skip
+            )
         return f"{PREFIX}{key_id}_{secret}"
 
     def revoke(self, name: str) -> None:

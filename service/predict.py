@@ -176,9 +176,12 @@ class PredictEndpoint:
                 return
             key = _header(scope, b"x-request-key")
             client = scope.get("client")
-            info = RequestInfo(small=len(body) <= SMALL_BODY_BYTES, key=key,
-                               client=key or (str(client[0]) if client else ""),
-                               body_bytes=len(body))  # fmt: skip
+            info = RequestInfo(
+                small=len(body) <= SMALL_BODY_BYTES,
+                key=key,
+                client=key or (str(client[0]) if client else ""),
+                body_bytes=len(body),
+            )
             answer = await self._admit_and_answer(body, info)
         except Refused as refused:
             answer = Answer.of(refused)
@@ -188,15 +191,21 @@ class PredictEndpoint:
         await send_answer(send, answer, close=answer.status in (401, 403, 408, 413))
         if answer.status >= 400 and answer.status != 503:
             # one line, never the input and never a traceback: the client's mistake, not ours
-            log.info("/predict %d %s: %s", answer.status, answer.body.get("error"),
-                     answer.body.get("message"))  # fmt: skip
+            log.info(
+                "/predict %d %s: %s",
+                answer.status,
+                answer.body.get("error"),
+                answer.body.get("message"),
+            )
 
     async def _admit_and_answer(self, body: bytes, info: RequestInfo) -> Answer:
         if self.inside >= self.limits.max_concurrency:
-            return Answer.of(TooManyRequests(
-                f"{self.inside} requests are being served, the limit is "
-                f"{self.limits.max_concurrency} (PROTO2PROD_MAX_CONCURRENCY); retry shortly"
-            ))  # fmt: skip
+            return Answer.of(
+                TooManyRequests(
+                    f"{self.inside} requests are being served, the limit is "
+                    f"{self.limits.max_concurrency} (PROTO2PROD_MAX_CONCURRENCY); retry shortly"
+                )
+            )
         self.inside += 1
         try:
             deadline = asyncio.get_running_loop().time() + self.limits.timeout_s
@@ -232,6 +241,7 @@ async def _parse(body: bytes) -> list[Any]:
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise InvalidRequest(
             'the body must be a JSON object with a list under "inputs": {"inputs": [item, ...]}',
-            field="inputs", index=None,
-        )  # fmt: skip
+            field="inputs",
+            index=None,
+        )
     return document["inputs"]

@@ -112,8 +112,14 @@ class Rollout:
         if pair is None:
             return
         champion, challenger = pair
-        self.run = RolloutRun(self.registry, self.champion.ref.name, self.kind, champion,
-                              challenger, worker=self.worker)  # fmt: skip
+        self.run = RolloutRun(
+            self.registry,
+            self.champion.ref.name,
+            self.kind,
+            champion,
+            challenger,
+            worker=self.worker,
+        )
         if self.kind == "shadow":
             outputs = self.champion.current.predictor.model.outputs  # type: ignore[union-attr]
             self.shadow = ShadowStats(champion, challenger, self.config.shadow_rate, outputs)
@@ -154,8 +160,12 @@ class Rollout:
         counts = answer.status == 200 or answer.status in FAILED  # never a refusal
         if self.canary is not None and counts and self.pair is not None:
             items = max(1, len(prepared))
-            sample = Sample(seconds / items, size_class(info.body_bytes, items), info.client,
-                            answer.status in FAILED)  # fmt: skip
+            sample = Sample(
+                seconds / items,
+                size_class(info.body_bytes, items),
+                info.client,
+                answer.status in FAILED,
+            )
             reason = self.canary.record(canary, sample)
             if reason is not None:
                 log.error("canary v%s rolled back: %s", challenger.version, reason)
@@ -238,8 +248,16 @@ class Rollout:
     def _metrics(self) -> dict[str, Any]:
         if self.shadow is not None:
             summary = self.shadow.summary()
-            keys = ("sampled", "compared", "dropped", "failed", "agreement", "mean_abs_delta",
-                    "champion_ms_per_item", "challenger_ms_per_item")  # fmt: skip
+            keys = (
+                "sampled",
+                "compared",
+                "dropped",
+                "failed",
+                "agreement",
+                "mean_abs_delta",
+                "champion_ms_per_item",
+                "challenger_ms_per_item",
+            )
             return {f"shadow_{k}": summary[k] for k in keys}
         if self.canary is not None:
             summary = self.canary.summary()

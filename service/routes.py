@@ -67,8 +67,9 @@ def routes(
             return error_response(NotReady("the service is starting"))
         rollout = current.rollout.metadata() if current.rollout is not None else None
         found = current.runtime.metadata()
-        return JSONResponse({**found, "rollout": rollout, "drift": current.drift_report(),
-                             "server": current.server})  # fmt: skip
+        return JSONResponse(
+            {**found, "rollout": rollout, "drift": current.drift_report(), "server": current.server}
+        )
 
     async def registry_event(request: Request) -> JSONResponse:
         """An MLflow webhook delivery: verified, then the poll's check for the alias, now.
@@ -77,10 +78,12 @@ def routes(
         and retries on errors; the check (download, verify, warm-up) may take longer.
         """
         if webhook_secret is None:
-            return error_response(AdminDisabled(
-                "set PROTO2PROD_WEBHOOK_SECRET (the secret given to proto2prod webhook "
-                "create) to receive registry events"
-            ))  # fmt: skip
+            return error_response(
+                AdminDisabled(
+                    "set PROTO2PROD_WEBHOOK_SECRET (the secret given to proto2prod webhook "
+                    "create) to receive registry events"
+                )
+            )
         body = await request.body()
         try:
             delivery = webhooks.verify(request.headers, body, webhook_secret)
@@ -97,12 +100,22 @@ def routes(
             return error_response(NotReady("the service is starting; the poll will catch up"))
         runtime = current.runtimes().get(event.alias)
         if runtime is None or event.name != runtime.ref.name:
-            return JSONResponse({"accepted": False, "reason": (
-                f"{event.name}@{event.alias} is not followed here "
-                f"({', '.join(str(r.ref) for r in current.runtimes().values())})"
-            )})  # fmt: skip
-        log.info("registry event %s: %s@%s -> %s; checking now", event.event, event.name,
-                 event.alias, event.version)  # fmt: skip
+            return JSONResponse(
+                {
+                    "accepted": False,
+                    "reason": (
+                        f"{event.name}@{event.alias} is not followed here "
+                        f"({', '.join(str(r.ref) for r in current.runtimes().values())})"
+                    ),
+                }
+            )
+        log.info(
+            "registry event %s: %s@%s -> %s; checking now",
+            event.event,
+            event.name,
+            event.alias,
+            event.version,
+        )
         task = asyncio.create_task(current.check_now(event.alias))
         checks.add(task)
         task.add_done_callback(checks.discard)
@@ -119,10 +132,12 @@ def routes(
         )
         if not token_ok:
             if admin_token is None and not keys.enabled:
-                return error_response(AdminDisabled(
-                    "set PROTO2PROD_ADMIN_TOKEN, or create an admin key (proto2prod keys "
-                    "create NAME --scope admin), to enable /admin/reload"
-                ))  # fmt: skip
+                return error_response(
+                    AdminDisabled(
+                        "set PROTO2PROD_ADMIN_TOKEN, or create an admin key (proto2prod keys "
+                        "create NAME --scope admin), to enable /admin/reload"
+                    )
+                )
             if not keys.enabled:
                 return error_response(Unauthorized("send Authorization: Bearer <admin token>"))
             try:

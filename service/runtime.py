@@ -173,8 +173,13 @@ class ModelRuntime:
         except Proto2ProdError as exc:  # drift cannot be checked; the version still serves
             log.warning("%s/%s: no drift check: %s", info.name, info.version, exc)
             reference = None
-        return Loaded(predictor=predictor, info=info, loaded_at=_now(), from_cache=from_cache,
-                      reference=reference)  # fmt: skip
+        return Loaded(
+            predictor=predictor,
+            info=info,
+            loaded_at=_now(),
+            from_cache=from_cache,
+            reference=reference,
+        )
 
     def start(self) -> None:
         """First load: from the registry, else the cached version of the reference."""

@@ -101,8 +101,9 @@ def parse(delivery_id: str, body: bytes) -> AliasEvent | None:
     ):
         raise InvalidRequest(
             f"the {event} event needs data.name and data.alias (strings)",
-            field="data", index=None,
-        )  # fmt: skip
+            field="data",
+            index=None,
+        )
     version = data.get("version")
     return AliasEvent(delivery_id, event, data["name"], data["alias"], str(version or "") or None)
 

@@ -48,8 +48,9 @@ def sleepy_versions(home: Path, **delays: float) -> tuple[Registry, dict[str, st
     return registry, versions
 
 
-def deliver(url: str, body: bytes, *, secret: str, delivery_id: str | None = None,
-            at: float | None = None) -> httpx.Response:  # fmt: skip
+def deliver(
+    url: str, body: bytes, *, secret: str, delivery_id: str | None = None, at: float | None = None
+) -> httpx.Response:
     """POST `body` to the service's webhook receiver, signed as MLflow signs a delivery."""
     from proto2prod.service import webhooks
 
@@ -143,13 +144,17 @@ def running_service_process(
         yield url, proc
 
 
-def cli(home: Path, *args: str, tracking_uri: str | None = None,
-        **env: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def cli(
+    home: Path, *args: str, tracking_uri: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     """`proto2prod ARGS` against the registry at `home` (or `tracking_uri`)."""
     return subprocess.run(
-        [str(BIN / "proto2prod"), *args], env=environment(home, tracking_uri, **env),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [str(BIN / "proto2prod"), *args],
+        env=environment(home, tracking_uri, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def until(check: Callable[[], Any], timeout: float, what: str) -> Any:

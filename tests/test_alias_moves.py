@@ -44,7 +44,7 @@ def test_concurrent_promotes_are_serialised_and_each_is_recorded(five: Registry)
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for v in (2, 3, 4, 5)
     ]
     for p in promotes:
@@ -79,7 +79,7 @@ def test_two_spellings_of_one_registry_share_one_alias_lock(five: Registry) -> N
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for v, uri in zip((2, 3, 4, 5), spellings, strict=True)
     ]
     for p in promotes:
@@ -156,7 +156,7 @@ def test_two_first_trains_of_a_new_model_both_register(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     for p in trains:

@@ -107,10 +107,17 @@ def test_peers_the_load_generator_and_the_reason_a_verdict_fails() -> None:
 
 def test_projection_from_the_cpu_each_side_spends_per_request() -> None:
     row = {
-        "model": "digits", "architecture": "decoupled", "users": 32, "rps": 100.0,
-        "p50_ms": 10.0, "p95_ms": 12.0, "p99_ms": 14.0, "errors": 0,
-        "limit_samples_per_s": 1000.0, "server_cpu": {"front end": 0.6, "service": 0.3},
-    }  # fmt: skip
+        "model": "digits",
+        "architecture": "decoupled",
+        "users": 32,
+        "rps": 100.0,
+        "p50_ms": 10.0,
+        "p95_ms": 12.0,
+        "p99_ms": 14.0,
+        "errors": 0,
+        "limit_samples_per_s": 1000.0,
+        "server_cpu": {"front end": 0.6, "service": 0.3},
+    }
     results = {"runs": [row], "scenarios": {}}
     (p,) = verdicts.projections(results)
     assert (p["front_end_ms"], p["service_ms"], p["forward_ms"]) == pytest.approx((6, 3, 1))
@@ -126,10 +133,20 @@ def test_projection_from_the_cpu_each_side_spends_per_request() -> None:
     assert check.holds is False and "latency, not CPU" in check.reason
     # The queue scenario's default front end, when measured, is the cleaner point: no user
     # loading the page beside the predictions.
-    results["scenarios"]["queue"] = [{"model": "digits", "users": 32, "rows": [
-        {"concurrency": 8, "rps": 50.0, "server_cpu": {"front end": 0.5, "service": 0.1}},
-        {"concurrency": None, "rps": 80.0, "server_cpu": {"front end": 0.8, "service": 0.16}},
-    ]}]  # fmt: skip
+    results["scenarios"]["queue"] = [
+        {
+            "model": "digits",
+            "users": 32,
+            "rows": [
+                {"concurrency": 8, "rps": 50.0, "server_cpu": {"front end": 0.5, "service": 0.1}},
+                {
+                    "concurrency": None,
+                    "rps": 80.0,
+                    "server_cpu": {"front end": 0.8, "service": 0.16},
+                },
+            ],
+        }
+    ]
     (p,) = verdicts.projections(results)
     assert (p["front_end_ms"], p["service_ms"]) == pytest.approx((10, 2))
     assert "no page-load user" in p["point"] and p["forward_ms"] == pytest.approx(1)
@@ -140,10 +157,18 @@ def test_plan_options_name_the_option_at_fault() -> None:
     from proto2prod.errors import InvalidArgument
 
     options = {
-        "models": "digits", "model": None, "users": "1,8", "duration": 1.0, "warmup": 0.0,
-        "architectures": "service", "workers": 0, "rate": 0.0, "payload": "png",
-        "scenarios": "none", "quick": False,
-    }  # fmt: skip
+        "models": "digits",
+        "model": None,
+        "users": "1,8",
+        "duration": 1.0,
+        "warmup": 0.0,
+        "architectures": "service",
+        "workers": 0,
+        "rate": 0.0,
+        "payload": "png",
+        "scenarios": "none",
+        "quick": False,
+    }
     plan = Plan.from_options(**options)
     assert (plan.users, plan.architectures, plan.scenarios) == ([1, 8], ["service"], [])
     for key, value, says in (
@@ -234,9 +259,15 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     archs = {r["architecture"] for r in results["runs"]}
     assert archs == {
-        "limit", "gradio", "prototype", "asgi", "decoupled", "service", "bentoml-batchable",
+        "limit",
+        "gradio",
+        "prototype",
+        "asgi",
+        "decoupled",
+        "service",
+        "bentoml-batchable",
         "mlflow",
-    }  # fmt: skip
+    }
     for row in results["runs"]:
         assert {
             "model",
@@ -374,15 +405,28 @@ def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
     env.pop("MLFLOW_TRACKING_URI", None)
     log = tmp_path / "bench.log"
     args = [
-        str(BIN / "proto2prod"), "bench", "--quick", "--model", "digits@production",
-        "--architectures", "service", "--scenarios", "update", "--out", str(tmp_path / "out"),
-    ]  # fmt: skip
+        str(BIN / "proto2prod"),
+        "bench",
+        "--quick",
+        "--model",
+        "digits@production",
+        "--architectures",
+        "service",
+        "--scenarios",
+        "update",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
             # as in a terminal: a shell's background job (CI) would inherit SIGINT ignored
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )  # fmt: skip
+        )
     try:
         deadline = time.monotonic() + 300
         looping = tmp_path / "out" / "logs" / "digits-update-decoupled.csv"
@@ -420,8 +464,9 @@ def test_the_gpu_run_card_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     steps: list[str] = []
     results = gpu_card.run(plan, tmp_path, steps.append, gpu="none (a CPU dry run)")
     assert [(r["precision"], r["users"]) for r in results["runs"]] == [
-        ("float32", 4), ("float16", 4)
-    ]  # fmt: skip
+        ("float32", 4),
+        ("float16", 4),
+    ]
     assert all(r["errors"] == 0 and r["rps"] > 0 for r in results["runs"]), results["runs"]
     assert {str(b) for b in gpu_card.LIMIT_BATCHES} <= set(results["limits"][0]["samples_per_s"])
     card = (tmp_path / "gpu.md").read_text()
@@ -434,15 +479,27 @@ def test_rollout_and_guardrail_verdicts() -> None:
         return {"mode": mode, "rps": rps, "p50_ms": 5.0, "p99_ms": 9.0, "errors": 0, **extra}
 
     shadowed = {"compared": 10, "sampled": 100, "dropped": 90}
-    results: dict[str, Any] = {"runs": [], "scenarios": {
-        "shadow": [{"model": "digits", "users": 32,
-                    "rows": [row("none", 1000, compared=None),
-                             row("shadow 1.0", 930, **shadowed)]}],
-        "drift": [{"model": "digits", "users": 32, "rows": [row("off", 1000), row("on", 940)]}],
-        "webhook": [{"model": "digits", "promotions": 10,
-                     "webhook": {"poll_s": 60, "median_s": 0.1, "max_s": 0.2, "seconds": []},
-                     "poll": {"poll_s": 10, "median_s": 5.0, "max_s": 9.9, "seconds": []}}],
-    }}  # fmt: skip
+    results: dict[str, Any] = {
+        "runs": [],
+        "scenarios": {
+            "shadow": [
+                {
+                    "model": "digits",
+                    "users": 32,
+                    "rows": [row("none", 1000, compared=None), row("shadow 1.0", 930, **shadowed)],
+                }
+            ],
+            "drift": [{"model": "digits", "users": 32, "rows": [row("off", 1000), row("on", 940)]}],
+            "webhook": [
+                {
+                    "model": "digits",
+                    "promotions": 10,
+                    "webhook": {"poll_s": 60, "median_s": 0.1, "max_s": 0.2, "seconds": []},
+                    "poll": {"poll_s": 10, "median_s": 5.0, "max_s": 9.9, "seconds": []},
+                }
+            ],
+        },
+    }
     found = {v.claim.split(": ", 1)[1]: v for v in verdicts.verdicts(results)}
     shadow = found["with a shadow at rate 1.0 the champion keeps >= 90% of its throughput"]
     assert shadow.holds and "10 items compared, 90 of 100" in shadow.numbers

@@ -122,29 +122,44 @@ def test_console_script_train_in_a_subprocess(tmp_path: Path) -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(
         [str(BIN / "proto2prod"), "train", str(EXAMPLES / "tabular.py"), "--quick", "-a", "prod"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "registered wine version 1 with alias @prod" in done.stdout
     assert (tmp_path / "home" / "mlflow.db").is_file()
     bad = subprocess.run(
         [str(BIN / "proto2prod"), "promote", "wine", "5"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert bad.returncode == 3 and "has no version 5" in bad.stderr  # not found
 
 
 BROKEN = {
-    "network": ("def network(self):\n        raise RuntimeError('no GPU kernel')",
-                "`network()` raised RuntimeError: no GPU kernel"),
-    "examples": ("def examples(self):\n        return 1 / 0",
-                 "`examples()` raised ZeroDivisionError: division by zero"),
-    "train": ("def train(self, progress, quick=False):\n        raise KeyError('lr')",
-              "train() raised KeyError: 'lr'"),
-    "train_none": ("def train(self, progress, quick=False):\n        return None",
-                   "train() must return proto2prod.Trained(weights=..., metrics=...); "
-                   "it returned NoneType"),
-}  # fmt: skip
+    "network": (
+        "def network(self):\n        raise RuntimeError('no GPU kernel')",
+        "`network()` raised RuntimeError: no GPU kernel",
+    ),
+    "examples": (
+        "def examples(self):\n        return 1 / 0",
+        "`examples()` raised ZeroDivisionError: division by zero",
+    ),
+    "train": (
+        "def train(self, progress, quick=False):\n        raise KeyError('lr')",
+        "train() raised KeyError: 'lr'",
+    ),
+    "train_none": (
+        "def train(self, progress, quick=False):\n        return None",
+        "train() must return proto2prod.Trained(weights=..., metrics=...); it returned NoneType",
+    ),
+}
 
 
 @pytest.mark.parametrize("broken", sorted(BROKEN))

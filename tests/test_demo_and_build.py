@@ -22,8 +22,12 @@ def test_demo_trains_registers_serves_and_answers(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
     done = subprocess.run(
         [str(BIN / "proto2prod"), "demo", "--once", "--port", str(port), "--ui-port", str(ui_port)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "registered digits version 1 with alias @production" in done.stdout
     assert "digits (1 versions)" in done.stdout  # the versions table: its title ...
@@ -63,10 +67,21 @@ def test_build_from_an_editable_install_carries_a_wheel_built_from_source(tmp_pa
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     env["PROTO2PROD_HOME"] = str(tmp_path / "home")
     done = subprocess.run(
-        [str(BIN / "proto2prod"), "build", "digits@production",
-         "--definition", str(ROOT / "examples" / "digits.py"), "--version", "t1"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+        [
+            str(BIN / "proto2prod"),
+            "build",
+            "digits@production",
+            "--definition",
+            str(ROOT / "examples" / "digits.py"),
+            "--version",
+            "t1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "built Bento digits:t1" in done.stdout
     bento = tmp_path / "bentoml" / "bentos" / "digits" / "t1"
@@ -81,5 +96,7 @@ def test_build_from_an_editable_install_carries_a_wheel_built_from_source(tmp_pa
     assert "proto2prod/service/app.py" in names and "proto2prod/examples/digits.py" in names
     assert f"./wheels/{wheel.name}" in (bento / "env" / "python" / "requirements.txt").read_text()
     assert sorted(p.name for p in (bento / "src").iterdir()) == [
-        "bentofile.yaml", "digits.py", "wheels"
-    ]  # fmt: skip
+        "bentofile.yaml",
+        "digits.py",
+        "wheels",
+    ]

@@ -92,8 +92,9 @@ def test_a_service_with_keys_never_opens_whatever_happens_to_the_keys_file(
             return lambda: len(log_lines(log, "API keys:")) > before
 
         assert status(None) == 401 and status(first) == 200
-        lower = http.post("/predict", json={"inputs": [item]},
-                          headers={"Authorization": f"bearer {first}"})  # fmt: skip
+        lower = http.post(
+            "/predict", json={"inputs": [item]}, headers={"Authorization": f"bearer {first}"}
+        )
         assert lower.status_code == 200  # RFC 7235: the scheme is case-insensitive
         # the last key revoked: nobody gets in, and it stays so
         seen = len(log_lines(log, "API keys:"))
@@ -157,8 +158,11 @@ def test_bentoml_serve_of_the_class_refuses_to_listen_beyond_loopback_without_ke
     started = time.perf_counter()
     refused = subprocess.run(
         [str(BIN / "bentoml"), "serve", "proto2prod.service.app:ModelService", "--port", port],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2, refused.stderr[-2000:]
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "refusing to listen on 0.0.0.0" in errors[0], refused.stderr
@@ -176,12 +180,14 @@ def test_a_worker_reads_where_it_listens_from_the_socket_it_was_handed() -> None
         argv = ["worker", "--fd", str(wide.fileno()), "--fd", str(narrow.fileno())]
         assert exposure.worker_hosts(argv) == ["0.0.0.0", "127.0.0.1"]
         with pytest.raises(Exception, match="refusing to listen on 0.0.0.0"):
-            exposure.check(["127.0.0.1", "0.0.0.0"], keys_enabled=False, no_auth=False,
-                           keys_file="keys.json")  # fmt: skip
+            exposure.check(
+                ["127.0.0.1", "0.0.0.0"], keys_enabled=False, no_auth=False, keys_file="keys.json"
+            )
         exposure.check(["0.0.0.0"], keys_enabled=True, no_auth=False, keys_file="k")
         exposure.check(["0.0.0.0"], keys_enabled=False, no_auth=True, keys_file="k")
-        exposure.check(["::1", "127.0.0.2", "localhost"], keys_enabled=False, no_auth=False,
-                       keys_file="k")  # fmt: skip
+        exposure.check(
+            ["::1", "127.0.0.2", "localhost"], keys_enabled=False, no_auth=False, keys_file="k"
+        )
     finally:
         wide.close()
         narrow.close()
@@ -196,9 +202,12 @@ def test_admin_bodies_are_bounded_and_unsigned_ones_are_never_read(
     short = cli(home, "serve", "digits@production", PROTO2PROD_WEBHOOK_SECRET="x" * 15)
     assert short.returncode == 2 and "at least 16" in short.stderr, short.stderr
     with running_service_process(
-        home, "digits@production", tmp_path / "service.log",
-        PROTO2PROD_WEBHOOK_SECRET=SECRET, PROTO2PROD_BODY_TIMEOUT_S="2",
-    ) as (url, proc):  # fmt: skip
+        home,
+        "digits@production",
+        tmp_path / "service.log",
+        PROTO2PROD_WEBHOOK_SECRET=SECRET,
+        PROTO2PROD_BODY_TIMEOUT_S="2",
+    ) as (url, proc):
         process = psutil.Process(proc.pid)
 
         def rss_mb() -> float:
@@ -211,9 +220,14 @@ def test_admin_bodies_are_bounded_and_unsigned_ones_are_never_read(
 
         def unsigned() -> None:
             try:
-                answers.append(httpx.post(f"{url}/admin/registry-events", content=big,
-                                          headers={"Content-Type": "application/json"},
-                                          timeout=30).status_code)  # fmt: skip
+                answers.append(
+                    httpx.post(
+                        f"{url}/admin/registry-events",
+                        content=big,
+                        headers={"Content-Type": "application/json"},
+                        timeout=30,
+                    ).status_code
+                )
             except httpx.HTTPError:
                 answers.append(-1)  # the server closed the connection without reading: fine
 
@@ -256,11 +270,17 @@ def test_admin_bodies_are_bounded_and_unsigned_ones_are_never_read(
 
         started = time.perf_counter()
         try:
-            status = httpx.post(f"{url}/admin/registry-events", content=chunks(),
-                                headers={"X-MLflow-Delivery-Id": "1", "X-MLflow-Timestamp": "1",
-                                         "X-MLflow-Signature": "v1,x",
-                                         "Content-Type": "application/json"},
-                                timeout=30).status_code  # fmt: skip
+            status = httpx.post(
+                f"{url}/admin/registry-events",
+                content=chunks(),
+                headers={
+                    "X-MLflow-Delivery-Id": "1",
+                    "X-MLflow-Timestamp": "1",
+                    "X-MLflow-Signature": "v1,x",
+                    "Content-Type": "application/json",
+                },
+                timeout=30,
+            ).status_code
         except httpx.HTTPError:
             status = 413  # closed while we were still sending: the 413 was on its way
         assert status == 413 and time.perf_counter() - started < 5
@@ -276,9 +296,14 @@ def test_a_webhook_and_a_reload_reach_every_worker(
     second = publish(registry, digits, digits_quick).version
     item = digits.model.examples()[0]
     with running_service(
-        home, "digits@production", tmp_path / "service.log", PROTO2PROD_WORKERS="2",
-        PROTO2PROD_POLL_S="600", PROTO2PROD_POLL_MAX_S="600", PROTO2PROD_WEBHOOK_SECRET=SECRET,
-    ) as url:  # fmt: skip
+        home,
+        "digits@production",
+        tmp_path / "service.log",
+        PROTO2PROD_WORKERS="2",
+        PROTO2PROD_POLL_S="600",
+        PROTO2PROD_POLL_MAX_S="600",
+        PROTO2PROD_WEBHOOK_SECRET=SECRET,
+    ) as url:
         http = httpx.Client(base_url=url, timeout=10)
 
         def versions(n: int = 40) -> dict[tuple[int, str], int]:
@@ -322,17 +347,27 @@ def test_a_burst_of_webhooks_with_a_slow_registry_leaves_predict_answering(
     assert len(body) > 300_000
     try:
         with running_service(
-            home, "digits@production", log, tracking_uri=proxy.url, PROTO2PROD_POLL_S="2",
-            PROTO2PROD_POLL_MAX_S="4", PROTO2PROD_WEBHOOK_SECRET=SECRET,
-            PROTO2PROD_TIMEOUT_S="10", PROTO2PROD_REGISTRY_TIMEOUT_S="5",
-        ) as url:  # fmt: skip
+            home,
+            "digits@production",
+            log,
+            tracking_uri=proxy.url,
+            PROTO2PROD_POLL_S="2",
+            PROTO2PROD_POLL_MAX_S="4",
+            PROTO2PROD_WEBHOOK_SECRET=SECRET,
+            PROTO2PROD_TIMEOUT_S="10",
+            PROTO2PROD_REGISTRY_TIMEOUT_S="5",
+        ) as url:
             proxy.set("hang")
             event = alias_event("digits", "production", "1")
             assert all(signed(url, event).status_code == 202 for _ in range(60))
             for _ in range(5):
                 started = time.perf_counter()
-                answer = httpx.post(f"{url}/predict", content=body, timeout=30,
-                                    headers={"Content-Type": "application/json"})  # fmt: skip
+                answer = httpx.post(
+                    f"{url}/predict",
+                    content=body,
+                    timeout=30,
+                    headers={"Content-Type": "application/json"},
+                )
                 assert answer.status_code == 200, answer.text[:300]
                 assert time.perf_counter() - started < 5
             # 60 deliveries (and the polls), one check running and one pending: not 60 queued
@@ -354,12 +389,20 @@ def test_a_shadow_with_a_waiting_forward_pass_does_not_delay_the_champion(tmp_pa
     sleepy_versions(home, production=0.1, challenger=0.1)  # forward passes that wait
 
     def sequential_p50(**env: str) -> tuple[float, dict[str, Any]]:
-        with running_service(home, "sleepy@production", tmp_path / f"s{len(env)}.log",
-                             PROTO2PROD_SHADOW_LOG_S="600", **env) as url:  # fmt: skip
+        with running_service(
+            home,
+            "sleepy@production",
+            tmp_path / f"s{len(env)}.log",
+            PROTO2PROD_SHADOW_LOG_S="600",
+            **env,
+        ) as url:
             http = httpx.Client(base_url=url, timeout=10)
             if env:
-                until(lambda: (http.get("/metadata").json()["rollout"] or {}).get("comparing"),
-                      60, "the shadow to load")  # fmt: skip
+                until(
+                    lambda: (http.get("/metadata").json()["rollout"] or {}).get("comparing"),
+                    60,
+                    "the shadow to load",
+                )
             took = []
             for _ in range(25):
                 started = time.perf_counter()
@@ -381,10 +424,15 @@ def test_a_canary_rollback_in_one_worker_reaches_every_worker(tmp_path: Path) ->
     _, versions = sleepy_versions(home, production=0, challenger=0.05)
     champion, canary = versions["production"], versions["challenger"]
     with running_service(
-        home, "sleepy@production", tmp_path / "service.log", PROTO2PROD_WORKERS="2",
-        PROTO2PROD_CANARY="challenger:30", PROTO2PROD_CANARY_MIN_REQUESTS="10",
-        PROTO2PROD_CANARY_MIN_CLIENTS="3", PROTO2PROD_SHADOW_LOG_S="600",
-    ) as url:  # fmt: skip
+        home,
+        "sleepy@production",
+        tmp_path / "service.log",
+        PROTO2PROD_WORKERS="2",
+        PROTO2PROD_CANARY="challenger:30",
+        PROTO2PROD_CANARY_MIN_REQUESTS="10",
+        PROTO2PROD_CANARY_MIN_CLIENTS="3",
+        PROTO2PROD_SHADOW_LOG_S="600",
+    ) as url:
 
         def states() -> dict[int, dict[str, Any]]:
             found = {}
@@ -394,19 +442,27 @@ def test_a_canary_rollback_in_one_worker_reaches_every_worker(tmp_path: Path) ->
                 found[meta["worker"]["index"]] = meta["rollout"]
             return found
 
-        until(lambda: all(s["version"] == canary for s in states().values())
-              and len(states()) == 2, 60, "the canary in both workers")  # fmt: skip
+        until(
+            lambda: all(s["version"] == canary for s in states().values()) and len(states()) == 2,
+            60,
+            "the canary in both workers",
+        )
         # one client, however slow its canary answers, decides nothing
         for _ in range(80):
-            httpx.post(f"{url}/predict", json={"inputs": [0.0]},
-                       headers={"X-Request-Key": "one-client"}, timeout=10)  # fmt: skip
+            httpx.post(
+                f"{url}/predict",
+                json={"inputs": [0.0]},
+                headers={"X-Request-Key": "one-client"},
+                timeout=10,
+            )
         assert all(s["canary"]["rolled_back"] is None for s in states().values())
 
         # many clients (random keys, new connections: both workers) judge it slower
         def ask() -> str:
             with httpx.Client(base_url=url, timeout=10) as fresh:
-                answer = fresh.post("/predict", json={"inputs": [0.0]},
-                                    headers={"X-Request-Key": uuid.uuid4().hex})  # fmt: skip
+                answer = fresh.post(
+                    "/predict", json={"inputs": [0.0]}, headers={"X-Request-Key": uuid.uuid4().hex}
+                )
             assert answer.status_code == 200
             return str(answer.json()["version"])
 
@@ -459,8 +515,9 @@ def test_a_killed_workers_drift_gauges_leave_metrics(
     published(home, digits, digits_trained)
     held_out = [list(i) for i in digits_trained.reference_inputs or []]
     with running_service_process(home, "digits@production", tmp_path / "service.log") as (
-        url, proc,
-    ):  # fmt: skip
+        url,
+        proc,
+    ):
         folder = Path(os.environ.get("TMPDIR", "/tmp")) / "proto2prod-metrics" / str(proc.pid)
 
         def feed() -> None:

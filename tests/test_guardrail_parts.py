@@ -103,9 +103,17 @@ def _break(path: Path, how: str, good: str) -> None:
 
 @pytest.mark.parametrize(
     "how",
-    ["garbage", "deleted", "dangling symlink", "directory", "fifo", "symlink loop",
-     "non-hex salt", "not a list"],
-)  # fmt: skip
+    [
+        "garbage",
+        "deleted",
+        "dangling symlink",
+        "directory",
+        "fifo",
+        "symlink loop",
+        "non-hex salt",
+        "not a list",
+    ],
+)
 def test_a_service_with_keys_never_opens_whatever_happens_to_the_file(
     tmp_path: Path, how: str
 ) -> None:
@@ -195,22 +203,29 @@ def digits_live(definition: Definition, trained: Trained, items: list[Any]) -> d
     predictor = Predictor(definition.model, trained.weights, "cpu")
     reference = reference_of(definition, predictor, trained.reference_inputs)
     live = rows(definition, predictor, items)
-    return {name: statistics.compare(reference["statistics"][name], values)
-            for name, values in statistics.columns_of(live).items()}  # fmt: skip
+    return {
+        name: statistics.compare(reference["statistics"][name], values)
+        for name, values in statistics.columns_of(live).items()
+    }
 
 
 def rows(definition: Definition, predictor: Predictor, items: list[Any]) -> list[dict[str, Any]]:
     model = definition.model
     tensors = [predictor.prepare(i) for i in items]
     outputs = predictor.run(tensors)
-    return [{**statistics.input_values(model.inputs, i, t),
-             **statistics.output_values(model.outputs, o)}
-            for i, t, o in zip(items, tensors, outputs, strict=True)]  # fmt: skip
+    return [
+        {
+            **statistics.input_values(model.inputs, i, t),
+            **statistics.output_values(model.outputs, o),
+        }
+        for i, t, o in zip(items, tensors, outputs, strict=True)
+    ]
 
 
 def reference_of(definition: Definition, predictor: Predictor, items: Any) -> dict[str, Any]:
-    return statistics.reference(statistics.columns_of(rows(definition, predictor, list(items))),
-                                source="held-out")  # fmt: skip
+    return statistics.reference(
+        statistics.columns_of(rows(definition, predictor, list(items))), source="held-out"
+    )
 
 
 def test_digits_held_out_is_stable_inverted_and_rotated_are_retrain(
@@ -244,7 +259,12 @@ def test_reference_statistics_by_field_kind() -> None:
     assert shifted["verdict"] == "retrain"
     assert json.dumps(numeric)  # the artifact is plain JSON
     assert [statistics.verdict(p) for p in (0.05, 0.1, 0.2, 0.25, 1)] == [
-        "stable", "watch", "watch", "retrain", "retrain"]  # fmt: skip
+        "stable",
+        "watch",
+        "watch",
+        "retrain",
+        "retrain",
+    ]
 
 
 def test_every_published_version_carries_verified_reference_statistics(
@@ -257,12 +277,16 @@ def test_every_published_version_carries_verified_reference_statistics(
 
     registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(tmp_path / "home")}))
     trained = publish(registry, digits, digits_quick).version
-    registered = publish(registry, digits, replace(digits_quick, reference_inputs=None),
-                         origin={"by": "register"}).version  # fmt: skip
+    registered = publish(
+        registry, digits, replace(digits_quick, reference_inputs=None), origin={"by": "register"}
+    ).version
     held_out = fetch(registry, f"digits/{trained}").reference()
     examples = fetch(registry, f"digits/{registered}").reference()
     assert held_out is not None and examples is not None
     assert (held_out["source"], held_out["count"]) == ("held-out", 360)
     assert (examples["source"], examples["count"]) == ("examples", len(digits.model.examples()))
-    assert set(held_out["statistics"]) == {"input.mean_intensity", "output.label",
-                                           "output.top_score"}  # fmt: skip
+    assert set(held_out["statistics"]) == {
+        "input.mean_intensity",
+        "output.label",
+        "output.top_score",
+    }

@@ -32,7 +32,9 @@ def test_api_keys_guard_predict_and_admin_and_rotate_without_a_restart(
     ops = key_of(cli(home, "keys", "create", "ops", "--scope", "admin"))
     listed = cli(home, "keys", "list", "--json")
     assert {k["name"]: k["scope"] for k in json.loads(listed.stdout)} == {
-        "web": "predict", "ops": "admin"}  # fmt: skip
+        "web": "predict",
+        "ops": "admin",
+    }
     assert web not in listed.stdout and web not in (home / "keys.json").read_text()
     body = {"inputs": digits.model.examples()[:1]}
     with running_service(home, "digits@production", tmp_path / "service.log") as url:
@@ -102,8 +104,9 @@ def test_the_drift_check_says_stable_for_held_out_and_retrain_for_inverted_and_r
     held_out = [list(i) for i in digits_trained.reference_inputs or []]
     arrays = [np.array(i) for i in held_out]
     window = len(held_out)
-    with running_service(home, "digits@production", tmp_path / "service.log",
-                         PROTO2PROD_DRIFT_WINDOW=str(window)) as url:  # fmt: skip
+    with running_service(
+        home, "digits@production", tmp_path / "service.log", PROTO2PROD_DRIFT_WINDOW=str(window)
+    ) as url:
 
         def report(after_items: int) -> dict[str, Any]:
             def measured() -> dict[str, Any] | None:

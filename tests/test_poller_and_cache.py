@@ -51,7 +51,7 @@ def test_processes_racing_to_fetch_one_version_all_get_it(
                 stderr=subprocess.PIPE,
                 text=True,
                 cwd=ROOT,
-            )  # fmt: skip
+            )
             for _ in range(3)
         ]
         outcomes = [racer.communicate(timeout=120) for racer in racers]
@@ -96,9 +96,12 @@ def test_a_full_disk_is_said_and_the_service_recovers_once_space_is_back(
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = environment(
-            disk / "home", mlflow_server, PROTO2PROD_POLL_S="1", PROTO2PROD_POLL_MAX_S="2",
+            disk / "home",
+            mlflow_server,
+            PROTO2PROD_POLL_S="1",
+            PROTO2PROD_POLL_MAX_S="2",
             PROTO2PROD_DRAIN_S="0",
-        )  # fmt: skip
+        )
         log = tmp_path / "service.log"
         args = [str(BIN / "proto2prod"), "serve", "digits@fulldisk", "--port", str(port)]
         with server(args, f"{url}/livez", log, env=env, timeout=150):

@@ -47,8 +47,10 @@ def stack(
     home = root / "home"
     version = publish(
         Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)})),
-        digits, digits_trained, alias="production",
-    ).version  # fmt: skip
+        digits,
+        digits_trained,
+        alias="production",
+    ).version
     _, x_test, _, y_test = load_split()
     pngs = []
     for i, image in enumerate(x_test[:100]):
@@ -192,9 +194,15 @@ def _browser():  # type: ignore[no-untyped-def]
     manager = sync_playwright().start()
     browser = manager.chromium.launch(
         executable_path=chromium,
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run"],
-    )  # fmt: skip
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
     return manager, browser
 
 
@@ -230,8 +238,9 @@ def test_gradio_pages_in_a_real_browser(stack: Stack, tmp_path: Path) -> None:
 def test_streamlit_run_serves_and_shows_the_answer(stack: Stack, tmp_path: Path) -> None:
     args = ["--ui", "streamlit", "--backend", stack.service]
     with running_prototype(stack.home, args, tmp_path / "st.log", health="/_stcore/health") as (
-        url, _,
-    ):  # fmt: skip
+        url,
+        _,
+    ):
         assert httpx.get(f"{url}/_stcore/health").text == "ok"
         assert listening_addresses(url) == {"127.0.0.1"}
         argv = " ".join(listener(url).cmdline())  # error details: off (no tracebacks shown)
@@ -257,8 +266,9 @@ def test_tabular_and_heavy_prototypes(tmp_path: Path) -> None:
     publish(registry, heavy, trained, alias="production")
     wine = load_definition(EXAMPLES / "tabular.py").model
     with running_prototype(home, [str(EXAMPLES / "tabular.py"), "--train"], tmp_path / "w.log") as (
-        url, _,
-    ):  # fmt: skip
+        url,
+        _,
+    ):
         row = [wine.inputs.decode(wine.examples()[1]).tolist()]  # type: ignore[union-attr]
         table = {"headers": wine.inputs.features, "data": row}  # type: ignore[attr-defined]
         shown, note = Client(url, verbose=False).predict(table, api_name="/predict")
@@ -280,8 +290,10 @@ def test_share_needs_auth_and_says_when_there_is_no_link(tmp_path: Path) -> None
 
     refused = subprocess.run(
         [str(BIN / "proto2prod"), "prototype", str(EXAMPLES / "tabular.py"), "--share"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2 and "add --auth USER:PASSWORD" in refused.stderr
     # With --auth it starts; this machine cannot reach Gradio's share servers, so it says
     # so in one line and serves on loopback (docs/reliability.md, row 12).

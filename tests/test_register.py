@@ -61,9 +61,20 @@ def test_a_state_dict_file_registers_like_a_trained_version(
     else:
         torch.save(iris_weights, path)
     code, out, err = cli(
-        home, "register", IRIS, "--weights", str(path), "--metric", "accuracy=0.97",
-        "--param", "epochs=300", "--param", "optimizer=adam", "--alias", "production",
-    )  # fmt: skip
+        home,
+        "register",
+        IRIS,
+        "--weights",
+        str(path),
+        "--metric",
+        "accuracy=0.97",
+        "--param",
+        "epochs=300",
+        "--param",
+        "optimizer=adam",
+        "--alias",
+        "production",
+    )
     assert code == 0, err
     assert "registered iris version 1 with alias @production" in out
 

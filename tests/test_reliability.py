@@ -78,9 +78,13 @@ def test_registry_hang_and_refusal_do_not_touch_serving_and_it_recovers(
     timeout_s, poll_max_s = 2, 2
     try:
         with running_service(
-            home, "sleepy@production", tmp_path / "service.log", tracking_uri=proxy.url,
-            PROTO2PROD_REGISTRY_TIMEOUT_S=str(timeout_s), PROTO2PROD_POLL_MAX_S=str(poll_max_s),
-        ) as url:  # fmt: skip
+            home,
+            "sleepy@production",
+            tmp_path / "service.log",
+            tracking_uri=proxy.url,
+            PROTO2PROD_REGISTRY_TIMEOUT_S=str(timeout_s),
+            PROTO2PROD_POLL_MAX_S=str(poll_max_s),
+        ) as url:
             client = httpx.Client(base_url=url, timeout=10)
 
             def meta() -> dict[str, object]:
@@ -126,10 +130,14 @@ def slow_service(
     root = tmp_path_factory.mktemp("slow")
     published(root / "home", sleepy, sleepy_trained)
     with running_service(
-        root / "home", "sleepy@production", root / "service.log",
-        PROTO2PROD_MAX_CONCURRENCY="12", PROTO2PROD_MAX_QUEUE="4",
-        PROTO2PROD_MAX_BATCH_SIZE="2", PROTO2PROD_TIMEOUT_S="2",
-    ) as url:  # fmt: skip
+        root / "home",
+        "sleepy@production",
+        root / "service.log",
+        PROTO2PROD_MAX_CONCURRENCY="12",
+        PROTO2PROD_MAX_QUEUE="4",
+        PROTO2PROD_MAX_BATCH_SIZE="2",
+        PROTO2PROD_TIMEOUT_S="2",
+    ) as url:
         yield url
 
 
@@ -234,8 +242,10 @@ def test_gpu_required_but_absent_fails_fast_in_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [str(BIN / "proto2prod"), "serve", "sleepy@production", "--port", "1"],
         env=environment(tmp_path, PROTO2PROD_REQUIRE_GPU="1"),
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result
     assert "PROTO2PROD_REQUIRE_GPU=1 but torch sees no CUDA device" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -283,10 +293,19 @@ def test_postgres_backed_mlflow_server_publish_promote_serve(
         port = free_port()
         tracking = f"http://127.0.0.1:{port}"
         args = [
-            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", database,
-            "--artifacts-destination", str(tmp_path / "artifacts"),
-        ]  # fmt: skip
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            database,
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ]
         env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
         with server(args, f"{tracking}/health", tmp_path / "mlflow.log", env=env, timeout=180):
             home = tmp_path / "home"

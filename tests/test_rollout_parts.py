@@ -23,8 +23,9 @@ from proto2prod.settings import ServiceSettings
 SECRET = "a-webhook-secret-of-some-length"
 
 
-def delivery(body: bytes, *, delivery_id: str = "d1", at: float | None = None,
-             secret: str = SECRET) -> dict[str, str]:  # fmt: skip
+def delivery(
+    body: bytes, *, delivery_id: str = "d1", at: float | None = None, secret: str = SECRET
+) -> dict[str, str]:
     timestamp = str(int(time.time() if at is None else at))
     return {
         webhooks.ID_HEADER: delivery_id,
@@ -34,11 +35,14 @@ def delivery(body: bytes, *, delivery_id: str = "d1", at: float | None = None,
 
 
 def alias_event(name: str = "digits", alias: str = "production", version: str = "2") -> bytes:
-    return json.dumps({
-        "entity": "model_version_alias", "action": "created",
-        "timestamp": "2026-11-28T00:00:00+00:00",
-        "data": {"name": name, "alias": alias, "version": version},
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "timestamp": "2026-11-28T00:00:00+00:00",
+            "data": {"name": name, "alias": alias, "version": version},
+        }
+    ).encode()
 
 
 def test_our_signature_is_mlflows() -> None:
@@ -53,8 +57,9 @@ def test_a_signed_fresh_delivery_is_accepted_and_parsed() -> None:
     body = alias_event(version="7")
     delivery_id = webhooks.verify(delivery(body, delivery_id="abc"), body, SECRET)
     event = webhooks.parse(delivery_id, body)
-    assert event == webhooks.AliasEvent("abc", "model_version_alias.created", "digits",
-                                        "production", "7")  # fmt: skip
+    assert event == webhooks.AliasEvent(
+        "abc", "model_version_alias.created", "digits", "production", "7"
+    )
 
 
 @pytest.mark.parametrize(
@@ -84,8 +89,12 @@ def test_malformed_event_bodies_are_400_and_other_events_are_ignored() -> None:
     with pytest.raises(InvalidRequest, match="not JSON"):
         webhooks.parse("d", b"{nope")
     with pytest.raises(InvalidRequest, match=r"data\.name and data\.alias"):
-        webhooks.parse("d", json.dumps({"entity": "model_version_alias", "action": "created",
-                                        "data": {"name": "digits"}}).encode())  # fmt: skip
+        webhooks.parse(
+            "d",
+            json.dumps(
+                {"entity": "model_version_alias", "action": "created", "data": {"name": "digits"}}
+            ).encode(),
+        )
     other = {"entity": "model_version", "action": "created", "data": {"name": "digits"}}
     assert webhooks.parse("d", json.dumps(other).encode()) is None
 
@@ -131,8 +140,14 @@ def test_shadow_totals() -> None:
 
 
 def guard(**options: Any) -> CanaryGuard:
-    settings = {"window": 100, "min_requests": 20, "min_clients": 3, "rng": random.Random(7),
-                "secret": b"s" * 32, **options}  # fmt: skip
+    settings = {
+        "window": 100,
+        "min_requests": 20,
+        "min_clients": 3,
+        "rng": random.Random(7),
+        "secret": b"s" * 32,
+        **options,
+    }
     return CanaryGuard(10, **settings)
 
 
@@ -213,8 +228,9 @@ def test_idle_work_runs_only_when_no_request_waits_and_is_dropped_when_full() ->
             time.sleep(0.01)
             return items
 
-        batcher: MicroBatcher[str] = MicroBatcher(run, max_batch_size=2, wait_ms=0,
-                                                  max_idle_queue=4)  # fmt: skip
+        batcher: MicroBatcher[str] = MicroBatcher(
+            run, max_batch_size=2, wait_ms=0, max_idle_queue=4
+        )
         requests = [asyncio.create_task(batcher.submit("champion", [i])) for i in range(4)]
         await asyncio.sleep(0)  # the requests are queued
         idle = batcher.submit_idle("shadow", [1, 2])
@@ -247,10 +263,16 @@ def test_rollout_settings_that_cannot_work_are_refused(env: dict[str, str], expe
 
 
 def test_rollout_settings() -> None:
-    config = ServiceSettings.from_env({
-        "PROTO2PROD_MODEL": "digits@production", "PROTO2PROD_CANARY": "challenger:12.5",
-    })  # fmt: skip
+    config = ServiceSettings.from_env(
+        {
+            "PROTO2PROD_MODEL": "digits@production",
+            "PROTO2PROD_CANARY": "challenger:12.5",
+        }
+    )
     assert (config.canary, config.canary_percent, config.challenger) == (
-        "challenger", 12.5, "challenger")  # fmt: skip
+        "challenger",
+        12.5,
+        "challenger",
+    )
     shadow = ServiceSettings.from_env({"PROTO2PROD_MODEL": "d@p", "PROTO2PROD_SHADOW": "c"})
     assert (shadow.challenger, shadow.shadow_rate, shadow.shadow_log_s) == ("c", 0.1, 60.0)

@@ -32,8 +32,9 @@ def rollout(url: str) -> dict[str, Any]:
     return httpx.get(f"{url}/metadata", timeout=10).json()["rollout"]
 
 
-def signed_post(url: str, body: bytes, *, delivery_id: str, at: float | None = None,
-                secret: str = SECRET) -> httpx.Response:  # fmt: skip
+def signed_post(
+    url: str, body: bytes, *, delivery_id: str, at: float | None = None, secret: str = SECRET
+) -> httpx.Response:
     return deliver(url, body, secret=secret, delivery_id=delivery_id, at=at)
 
 
@@ -41,24 +42,39 @@ def test_a_promotion_reaches_the_service_by_webhook_and_forgeries_swap_nothing(
     tmp_path: Path, mlflow_server: str, digits: Definition, digits_quick: Trained
 ) -> None:
     home = tmp_path / "home"
-    registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home),
-                                           "MLFLOW_TRACKING_URI": mlflow_server}))  # fmt: skip
+    registry = Registry(
+        Settings.from_env({"PROTO2PROD_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_server})
+    )
     first = publish(registry, digits, digits_quick, alias="production").version
     second = publish(registry, digits, digits_quick).version
     item = digits.model.examples()[0]
     with running_service(
-        home, "digits@production", tmp_path / "service.log", tracking_uri=mlflow_server,
-        PROTO2PROD_POLL_S="600", PROTO2PROD_POLL_MAX_S="600", PROTO2PROD_WEBHOOK_SECRET=SECRET,
-    ) as url:  # fmt: skip
+        home,
+        "digits@production",
+        tmp_path / "service.log",
+        tracking_uri=mlflow_server,
+        PROTO2PROD_POLL_S="600",
+        PROTO2PROD_POLL_MAX_S="600",
+        PROTO2PROD_WEBHOOK_SECRET=SECRET,
+    ) as url:
         name = f"test-{uuid.uuid4().hex[:8]}"
-        created = cli(home, "webhook", "create", name, "--url", url, tracking_uri=mlflow_server,
-                      PROTO2PROD_WEBHOOK_SECRET=SECRET)  # fmt: skip
+        created = cli(
+            home,
+            "webhook",
+            "create",
+            name,
+            "--url",
+            url,
+            tracking_uri=mlflow_server,
+            PROTO2PROD_WEBHOOK_SECRET=SECRET,
+        )
         assert created.returncode == 0, created.stderr
         webhook_id = created.stdout.split()[1]
         assert f"{url}/admin/registry-events" in created.stdout
         try:
-            listed = json.loads(cli(home, "webhook", "list", "--json",
-                                    tracking_uri=mlflow_server).stdout)  # fmt: skip
+            listed = json.loads(
+                cli(home, "webhook", "list", "--json", tracking_uri=mlflow_server).stdout
+            )
             mine = [hook for hook in listed if hook["id"] == webhook_id]
             assert mine and mine[0]["name"] == name
             assert mine[0]["url"] == f"{url}/admin/registry-events"
@@ -78,17 +94,24 @@ def test_a_promotion_reaches_the_service_by_webhook_and_forgeries_swap_nothing(
             assert meta["swaps"] == 1 and meta["version"] == second
 
             # Forged, stale, malformed and replayed deliveries: refused or ignored.
-            body = json.dumps({"entity": "model_version_alias", "action": "created",
-                               "data": {"name": "digits", "alias": "production",
-                                        "version": first}}).encode()  # fmt: skip
+            body = json.dumps(
+                {
+                    "entity": "model_version_alias",
+                    "action": "created",
+                    "data": {"name": "digits", "alias": "production", "version": first},
+                }
+            ).encode()
             forged = signed_post(url, body, delivery_id="f1", secret="not-the-secret")
             stale = signed_post(url, body, delivery_id="s1", at=time.time() - 600)
             unsigned = httpx.post(f"{url}/admin/registry-events", content=body)
             for refused in (forged, stale, unsigned):
                 assert refused.status_code == 401, refused.text
                 assert refused.json()["error"] == "Unauthorized"
-            malformed = signed_post(url, b'{"entity": "model_version_alias", "action": '
-                                    b'"created", "data": []}', delivery_id="m1")  # fmt: skip
+            malformed = signed_post(
+                url,
+                b'{"entity": "model_version_alias", "action": "created", "data": []}',
+                delivery_id="m1",
+            )
             assert malformed.status_code == 400 and "data.name" in malformed.json()["message"]
             # A genuine delivery only makes the service ask the registry, which still says
             # `second`; its replay is ignored.
@@ -96,8 +119,7 @@ def test_a_promotion_reaches_the_service_by_webhook_and_forgeries_swap_nothing(
             assert genuine.status_code == 202 and genuine.json()["accepted"] is True
             replay = signed_post(url, body, delivery_id="g1")
             assert replay.status_code == 200 and "seen" in replay.json()["reason"]
-            other = signed_post(url, body.replace(b'"production"', b'"staging"'),
-                                delivery_id="o1")  # fmt: skip
+            other = signed_post(url, body.replace(b'"production"', b'"staging"'), delivery_id="o1")
             assert other.json()["accepted"] is False and "not followed" in other.json()["reason"]
             time.sleep(1)
             meta = httpx.get(f"{url}/metadata").json()
@@ -115,11 +137,27 @@ def test_webhook_commands_say_what_they_need(tmp_path: Path, mlflow_server: str)
     embedded = cli(home, "webhook", "list")
     assert embedded.returncode == 2 and "MLFLOW_TRACKING_URI" in embedded.stderr
     nobody = f"127.0.0.1:{free_port()}"  # never called: each command stops before
-    no_secret = cli(home, "webhook", "create", "w", "--url", f"http://{nobody}",
-                    tracking_uri=mlflow_server, PROTO2PROD_WEBHOOK_SECRET="")  # fmt: skip
+    no_secret = cli(
+        home,
+        "webhook",
+        "create",
+        "w",
+        "--url",
+        f"http://{nobody}",
+        tracking_uri=mlflow_server,
+        PROTO2PROD_WEBHOOK_SECRET="",
+    )
     assert no_secret.returncode == 2 and "PROTO2PROD_WEBHOOK_SECRET" in no_secret.stderr
-    bad_url = cli(home, "webhook", "create", "w", "--url", nobody,
-                  tracking_uri=mlflow_server, PROTO2PROD_WEBHOOK_SECRET=SECRET)  # fmt: skip
+    bad_url = cli(
+        home,
+        "webhook",
+        "create",
+        "w",
+        "--url",
+        nobody,
+        tracking_uri=mlflow_server,
+        PROTO2PROD_WEBHOOK_SECRET=SECRET,
+    )
     assert bad_url.returncode == 2 and "--url" in bad_url.stderr
     for result in (embedded, no_secret, bad_url):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -128,9 +166,12 @@ def test_webhook_commands_say_what_they_need(tmp_path: Path, mlflow_server: str)
 def noisy(trained: Trained, scale: float) -> Trained:
     """Another version of the same network: the weights with noise, so some answers differ."""
     generator = torch.Generator().manual_seed(3)
-    weights = {k: v + scale * v.std() * torch.randn(v.shape, generator=generator)
-               if v.is_floating_point() and v.numel() > 1 else v
-               for k, v in trained.weights.items()}  # fmt: skip
+    weights = {
+        k: v + scale * v.std() * torch.randn(v.shape, generator=generator)
+        if v.is_floating_point() and v.numel() > 1
+        else v
+        for k, v in trained.weights.items()
+    }
     return Trained(weights=weights, metrics=dict(trained.metrics))
 
 
@@ -145,10 +186,13 @@ def test_a_shadow_is_compared_logged_and_never_answers(
 
     images = [(image * 255 / 16).round().astype(int).tolist() for image in load_digits().images]
     with running_service(
-        home, "digits@production", tmp_path / "service.log",
-        PROTO2PROD_SHADOW="challenger", PROTO2PROD_SHADOW_RATE="1.0",
+        home,
+        "digits@production",
+        tmp_path / "service.log",
+        PROTO2PROD_SHADOW="challenger",
+        PROTO2PROD_SHADOW_RATE="1.0",
         PROTO2PROD_SHADOW_LOG_S="1",
-    ) as url:  # fmt: skip
+    ) as url:
         until(lambda: rollout(url)["version"] == challenger, 60, "the shadow to load")
         for i in range(30):
             items = images[4 * i : 4 * i + 4]  # 120 different digits
@@ -156,8 +200,14 @@ def test_a_shadow_is_compared_logged_and_never_answers(
             assert answer.status_code == 200
             assert answer.json()["version"] == champion  # the shadow never answers
         expected = 30 * len(items)
-        state = until(lambda: (r := rollout(url))["shadow"]["compared"] + 4 * r["shadow"][
-            "dropped"] >= expected and r, 30, "the shadow to catch up")  # fmt: skip
+        state = until(
+            lambda: (
+                (r := rollout(url))["shadow"]["compared"] + 4 * r["shadow"]["dropped"] >= expected
+                and r
+            ),
+            30,
+            "the shadow to catch up",
+        )
         shadow = state["shadow"]
         assert (shadow["champion"], shadow["challenger"]) == (champion, challenger)
         assert shadow["sampled"] == 30 and shadow["compared"] > 0 and shadow["failed"] == 0
@@ -173,16 +223,16 @@ def test_a_shadow_is_compared_logged_and_never_answers(
             return done[0] if done else None
 
         run = until(logged, 30, "the comparison in MLflow")
-        assert (run["kind"], run["champion"], run["challenger"]) == ("shadow", champion,
-                                                                     challenger)  # fmt: skip
+        assert (run["kind"], run["champion"], run["challenger"]) == ("shadow", champion, challenger)
         assert run["metrics"]["shadow_agreement"] == pytest.approx(shadow["agreement"])
         table = cli(home, "compare", "digits", COLUMNS="160")
         assert f"v{champion} vs v{challenger}" in table.stdout and "shadow" in table.stdout
 
         # A challenger with other fields: refused, the champion serves on.
         other = publish(registry, digits, digits_quick).version
-        registry.client.set_model_version_tag("digits", other, "proto2prod.spec",
-                                              json.dumps({"inputs": {"kind": "text"}}))  # fmt: skip
+        registry.client.set_model_version_tag(
+            "digits", other, "proto2prod.spec", json.dumps({"inputs": {"kind": "text"}})
+        )
         registry.promote("digits", other, alias="challenger")
         state = until(lambda: (r := rollout(url))["last_swap_error"] and r, 30, "the refusal")
         assert "fields" in state["last_swap_error"] and state["version"] == challenger
@@ -201,8 +251,9 @@ def test_serving_with_a_challenger_that_cannot_work_fails_in_one_line(
     registry = Registry(Settings.from_env({"PROTO2PROD_HOME": str(home)}))
     publish(registry, digits, digits_quick, alias="production")
     other = publish(registry, digits, digits_quick, alias="odd").version
-    registry.client.set_model_version_tag("digits", other, "proto2prod.spec",
-                                          json.dumps({"inputs": {"kind": "text"}}))  # fmt: skip
+    registry.client.set_model_version_tag(
+        "digits", other, "proto2prod.spec", json.dumps({"inputs": {"kind": "text"}})
+    )
     cases = [
         (["--shadow", "nosuch"], 3, "has no alias 'nosuch'"),
         (["--canary", "odd:10"], 2, "published with other fields"),
@@ -221,10 +272,14 @@ def test_a_slower_canary_rolls_itself_back_and_a_promotion_ends_it(tmp_path: Pat
     registry, versions = sleepy_versions(home, production=0, challenger=0.05)
     champion, canary = versions["production"], versions["challenger"]
     with running_service(
-        home, "sleepy@production", tmp_path / "service.log",
-        PROTO2PROD_CANARY="challenger:30", PROTO2PROD_CANARY_MIN_REQUESTS="20",
-        PROTO2PROD_CANARY_WINDOW="100", PROTO2PROD_SHADOW_LOG_S="600",
-    ) as url:  # fmt: skip
+        home,
+        "sleepy@production",
+        tmp_path / "service.log",
+        PROTO2PROD_CANARY="challenger:30",
+        PROTO2PROD_CANARY_MIN_REQUESTS="20",
+        PROTO2PROD_CANARY_WINDOW="100",
+        PROTO2PROD_SHADOW_LOG_S="600",
+    ) as url:
         until(lambda: rollout(url)["version"] == canary, 60, "the canary to load")
 
         def ask(key: str | None = None) -> str:
@@ -243,8 +298,11 @@ def test_a_slower_canary_rolls_itself_back_and_a_promotion_ends_it(tmp_path: Pat
         assert state["percent"] == 0 and "p99" in state["rolled_back"]["reason"], state
         assert {ask() for _ in range(30)} == {champion}  # rolled back: the champion only
         # the rollback is logged to MLflow at once (the periodic log is 600 s away)
-        run = until(lambda: next(iter(json.loads(cli(home, "compare", "sleepy", "--json").stdout)),
-                                 None), 30, "the canary run")  # fmt: skip
+        run = until(
+            lambda: next(iter(json.loads(cli(home, "compare", "sleepy", "--json").stdout)), None),
+            30,
+            "the canary run",
+        )
         assert run["kind"] == "canary" and "p99" in (run["rolled_back"] or "")
 
         registry.promote("sleepy", canary)  # ends the canary the usual way

@@ -31,9 +31,15 @@ def app(answer: Any, *, max_bytes: int = 1000, max_concurrency: int = 4) -> Test
     inner = PredictEndpoint(
         Starlette(),
         answerer=lambda: answer,
-        reader=BodyReader(Limits(max_concurrency=max_concurrency, max_inflight_bytes=10_000,
-                                 body_timeout_s=5, timeout_s=5)),
-    )  # fmt: skip
+        reader=BodyReader(
+            Limits(
+                max_concurrency=max_concurrency,
+                max_inflight_bytes=10_000,
+                body_timeout_s=5,
+                timeout_s=5,
+            )
+        ),
+    )
     return TestClient(BodyLimit(inner, max_bytes=max_bytes, json_paths=("/predict",)))
 
 
@@ -49,14 +55,23 @@ def test_predict_layers_answer_each_refusal_with_its_status() -> None:
     keyed = client.post("/predict", json={"inputs": [1]}, headers={"X-Request-Key": "user-7"})
     assert keyed.json()["key"] == "user-7"  # what keeps a client on one side of a canary
     cases = [
-        ({"content": b"x" * 2000, "headers": {"content-type": "application/json"}}, 413,
-         "PayloadTooLarge"),
-        ({"content": b"{}", "headers": {"content-type": "text/plain"}}, 415,
-         "UnsupportedMediaType"),
-        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
-         "InvalidJSON"),
+        (
+            {"content": b"x" * 2000, "headers": {"content-type": "application/json"}},
+            413,
+            "PayloadTooLarge",
+        ),
+        (
+            {"content": b"{}", "headers": {"content-type": "text/plain"}},
+            415,
+            "UnsupportedMediaType",
+        ),
+        (
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            "InvalidJSON",
+        ),
         ({"json": {"items": [1]}}, 400, "InvalidRequest"),
-    ]  # fmt: skip
+    ]
     for kwargs, status, error in cases:
         response = client.post("/predict", **kwargs)
         assert (response.status_code, response.json()["error"]) == (status, error), kwargs
@@ -98,8 +113,7 @@ def test_remote_backend_fails_only_the_row_a_422_names() -> None:
             index = items.index("bad")
             body = InvalidInput("image", "not an image", "a PNG", index=index).to_json()
             return httpx.Response(422, json=body)
-        return httpx.Response(200, json={"outputs": [f"out-{x}" for x in items],
-                                         "version": "3"})  # fmt: skip
+        return httpx.Response(200, json={"outputs": [f"out-{x}" for x in items], "version": "3"})
 
     backend = Remote("http://service", transport=httpx.MockTransport(service))
     outcomes = backend.predict(["a", "bad", "b", "bad"])
@@ -162,10 +176,12 @@ def test_past_the_concurrency_limit_the_next_request_gets_429() -> None:
             return Answer(200, {"outputs": inputs})
 
         endpoint = PredictEndpoint(
-            Starlette(), answerer=lambda: slow,
-            reader=BodyReader(Limits(max_concurrency=1, max_inflight_bytes=10_000,
-                                     body_timeout_s=5, timeout_s=5)),
-        )  # fmt: skip
+            Starlette(),
+            answerer=lambda: slow,
+            reader=BodyReader(
+                Limits(max_concurrency=1, max_inflight_bytes=10_000, body_timeout_s=5, timeout_s=5)
+            ),
+        )
         transport = httpx.ASGITransport(app=endpoint)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             first = asyncio.create_task(client.post("/predict", json={"inputs": [1]}))

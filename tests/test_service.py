@@ -317,10 +317,19 @@ def test_registry_down_keeps_serving_and_restart_serves_the_cache(
     port = free_port()
     tracking = f"http://127.0.0.1:{port}"
     args = [
-        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "--artifacts-destination", str(tmp_path / "artifacts"),
-    ]  # fmt: skip
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+    ]
     home = tmp_path / "home"
     with server(args, f"{tracking}/health", tmp_path / "mlflow.log") as mlflow_proc:
         registry = Registry(
@@ -471,12 +480,23 @@ def test_schemathesis_finds_no_server_error_and_the_service_stays_live(service: 
 
     result = subprocess.run(
         [
-            str(BIN / "schemathesis"), "run", f"{service.url}/docs.json",
-            "--checks", "not_a_server_error", "--max-examples", "60",
-            "--request-timeout", "10", "--seed", "1", "--no-color",
+            str(BIN / "schemathesis"),
+            "run",
+            f"{service.url}/docs.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "60",
+            "--request-timeout",
+            "10",
+            "--seed",
+            "1",
+            "--no-color",
         ],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     cases = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
     assert cases and cases[1] == cases[2] and int(cases[1]) >= 100, result.stdout[-2000:]

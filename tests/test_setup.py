@@ -40,8 +40,11 @@ def test_make_demo_installs_the_ui_and_the_service_only(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     plan = subprocess.run(
         ["make", "-n", "-B", "demo", f"VENV={venv}"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "-e '.[ui,serve]'" in plan
     assert "dev" not in plan and "[all" not in plan and "bench" not in plan
     assert "torch==" in plan  # the CPU build first, before anything pulls in a CUDA one

@@ -56,9 +56,13 @@ class Project:
 
     def run(self, *args: str, timeout: float = 300, **env: str) -> str:
         done = subprocess.run(
-            [str(a) for a in args], cwd=self.folder, env=self.env(**env),
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            [str(a) for a in args],
+            cwd=self.folder,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert done.returncode == 0, f"{args}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -71,8 +75,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*SOURCE_JUNK))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), source],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = (root / "dist").glob("proto2prod-*.whl")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -130,9 +136,18 @@ def test_register_weights_trained_elsewhere(trained: Project) -> None:
     out = trained.run(trained.bin / "python", "notebook.py", "iris-notebook.pt")
     accuracy = out.strip().split("=")[1]
     out = trained.run(
-        trained.bin / "proto2prod", "register", "my_model.py", "--weights", "iris-notebook.pt",
-        "--metric", f"accuracy={accuracy}", "--param", "source=notebook", "--alias", "staging",
-    )  # fmt: skip
+        trained.bin / "proto2prod",
+        "register",
+        "my_model.py",
+        "--weights",
+        "iris-notebook.pt",
+        "--metric",
+        f"accuracy={accuracy}",
+        "--param",
+        "source=notebook",
+        "--alias",
+        "staging",
+    )
     assert "with alias @staging" in out
     listed = json.loads(trained.run(trained.bin / "proto2prod", "versions", "iris", "--json"))
     staging = next(v for v in listed if "staging" in v["aliases"])
@@ -143,9 +158,13 @@ def test_register_weights_trained_elsewhere(trained: Project) -> None:
 def test_build_a_bento_then_serve_it_from_the_store(trained: Project, tmp_path: Path) -> None:
     bentoml_home = str(tmp_path / "bentoml")
     out = trained.run(
-        trained.bin / "proto2prod", "build", "iris@production", "--version", "v1",
+        trained.bin / "proto2prod",
+        "build",
+        "iris@production",
+        "--version",
+        "v1",
         BENTOML_HOME=bentoml_home,
-    )  # fmt: skip
+    )
     assert "built Bento iris:v1" in out
     src = Path(bentoml_home) / "bentos" / "iris" / "v1" / "src"
     files = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
@@ -160,14 +179,26 @@ def test_build_a_bento_then_serve_it_from_the_store(trained: Project, tmp_path: 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # BentoML's default host is 0.0.0.0: without keys the Bento refuses it, in one line
-    exposed = subprocess.run([str(trained.bin / "bentoml"), "serve", "iris:v1", "--port",
-                              str(port)], env=env, cwd=elsewhere, capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+    exposed = subprocess.run(
+        [str(trained.bin / "bentoml"), "serve", "iris:v1", "--port", str(port)],
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert exposed.returncode == 2, exposed.stderr[-2000:]
     errors = [line for line in exposed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "refusing to listen on 0.0.0.0" in errors[0], exposed.stderr
-    args = [str(trained.bin / "bentoml"), "serve", "iris:v1", "--host", "127.0.0.1", "--port",
-            str(port)]  # fmt: skip
+    args = [
+        str(trained.bin / "bentoml"),
+        "serve",
+        "iris:v1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with server(args, f"{url}/readyz", tmp_path / "bento.log", env=env, timeout=150, cwd=elsewhere):
         answer = predict(url, VIRGINICA)
         assert answer["outputs"][0]["label"] == "virginica" and answer["version"] == "1"
@@ -182,9 +213,16 @@ def test_mlflow_models_serve_with_the_readme_flags(trained: Project) -> None:
     # README: MLFLOW_TRACKING_URI=sqlite:///.proto2prod/mlflow.db \
     #         mlflow models serve -m models:/iris@production --env-manager local -p 5001
     args = [
-        str(trained.bin / "mlflow"), "models", "serve", "-m", "models:/iris@production",
-        "--env-manager", "local", "-p", str(port),
-    ]  # fmt: skip
+        str(trained.bin / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/iris@production",
+        "--env-manager",
+        "local",
+        "-p",
+        str(port),
+    ]
     env = trained.env(MLFLOW_TRACKING_URI="sqlite:///.proto2prod/mlflow.db")
     log = trained.folder / "mlflow-serve.log"
     with server(args, f"{url}/ping", log, env=env, timeout=150, cwd=trained.folder):

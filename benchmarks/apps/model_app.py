@@ -61,8 +61,7 @@ def asgi(ref: str, port: int) -> None:
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    app = Starlette(routes=[Route("/predict", predict, methods=["POST"]),
-                            Route("/health", health)])  # fmt: skip
+    app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health)])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

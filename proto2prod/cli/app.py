@@ -30,8 +30,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command in (train, register, versions, promote, rollback, compare, drift, serve, build,
-                prototype, bench, demo):  # fmt: skip
+for command in (
+    train,
+    register,
+    versions,
+    promote,
+    rollback,
+    compare,
+    drift,
+    serve,
+    build,
+    prototype,
+    bench,
+    demo,
+):
     app.command()(command)
 app.add_typer(webhook)
 app.add_typer(keys)

@@ -68,10 +68,19 @@ def bench(
 
         check_installed("locust", "hdrh", "matplotlib", "gradio", "bentoml")
         plan = Plan.from_options(
-            models=models, model=model, users=users, duration=duration, warmup=warmup,
-            architectures=architectures, workers=workers, rate=rate, payload=payload,
-            scenarios=scenarios, quick=quick, device=device,
-        )  # fmt: skip
+            models=models,
+            model=model,
+            users=users,
+            duration=duration,
+            warmup=warmup,
+            architectures=architectures,
+            workers=workers,
+            rate=rate,
+            payload=payload,
+            scenarios=scenarios,
+            quick=quick,
+            device=device,
+        )
         card = (device or "").startswith("cuda")
         gpu = None
         if card:
@@ -95,8 +104,12 @@ def _progress(total: int) -> Iterator[Callable[[str], None]]:
     """A progress bar over `total` steps; yields `say(text)`, one step each."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("benchmark", total=total)
 

@@ -51,15 +51,17 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
     logs = Settings.from_env().home
     logs.mkdir(parents=True, exist_ok=True)
     console.print(f"starting the service on digits@production at {url} (log: {logs}/)")
-    service = spawn([*p2p, "serve", "digits@production", "--port", str(port)],
-                    logs / "demo-service.log")  # fmt: skip
+    service = spawn(
+        [*p2p, "serve", "digits@production", "--port", str(port)], logs / "demo-service.log"
+    )
     ui: subprocess.Popen[bytes] | None = None
     try:
         wait_http(f"{url}/readyz", service, logs / "demo-service.log", timeout=180)
         example = load_definition(EXAMPLE, check=False).model.examples()[2]
         body = json.dumps({"inputs": [example]}, separators=(",", ":"))
-        answer = httpx.post(f"{url}/predict", content=body, timeout=30,
-                            headers={"Content-Type": "application/json"})  # fmt: skip
+        answer = httpx.post(
+            f"{url}/predict", content=body, timeout=30, headers={"Content-Type": "application/json"}
+        )
         answer.raise_for_status()
         curl = (
             f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
@@ -69,8 +71,9 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
         console.print(curl, soft_wrap=True, highlight=False, markup=False)
         console.print(answer.text, soft_wrap=True, highlight=False, markup=False)
         console.print("\nstarting the Gradio prototype in remote mode, in front of the service")
-        ui = spawn([*p2p, "prototype", "--backend", url, "--port", str(ui_port)],
-                   logs / "demo-ui.log")  # fmt: skip
+        ui = spawn(
+            [*p2p, "prototype", "--backend", url, "--port", str(ui_port)], logs / "demo-ui.log"
+        )
         wait_http(ui_url, ui, logs / "demo-ui.log", timeout=180)
         console.print(f"\nservice:  {url}  (docs {url}/docs, metadata {url}/metadata)")
         console.print(f"UI:       {ui_url}  (Gradio, answers from the service)")

@@ -41,10 +41,12 @@ def drift(
     if "statistics" not in report:
         console.print(f"no drift check yet: {report.get('note', 'the service has none')}")
         return
-    table = Table(title=(
-        f"{ref} v{report['version']}: the last {report['window']} live items against the "
-        f"{report['reference']} reference ({report['reference_count']} items)"
-    ))  # fmt: skip
+    table = Table(
+        title=(
+            f"{ref} v{report['version']}: the last {report['window']} live items against the "
+            f"{report['reference']} reference ({report['reference_count']} items)"
+        )
+    )
     for column in ("statistic", "PSI", "KS p", "live", "verdict"):
         table.add_column(column)
     for name, s in report["statistics"].items():

@@ -87,10 +87,15 @@ def list_(
         registry = _registry_with_server()
         with registry.errors("listing webhooks"):
             found = [
-                {"id": hook.webhook_id, "name": hook.name, "url": hook.url,
-                 "events": [str(e) for e in hook.events], "status": str(hook.status)}
+                {
+                    "id": hook.webhook_id,
+                    "name": hook.name,
+                    "url": hook.url,
+                    "events": [str(e) for e in hook.events],
+                    "status": str(hook.status),
+                }
                 for hook in registry.client.list_webhooks()
-            ]  # fmt: skip
+            ]
     if as_json:
         print(json.dumps(found, indent=2))
         return
@@ -98,8 +103,9 @@ def list_(
     for column in ("id", "name", "url", "events", "status"):
         table.add_column(column, overflow="fold")
     for hook in found:
-        table.add_row(hook["id"], hook["name"], hook["url"], "\n".join(hook["events"]),
-                      hook["status"])  # fmt: skip
+        table.add_row(
+            hook["id"], hook["name"], hook["url"], "\n".join(hook["events"]), hook["status"]
+        )
     console.print(table)
 
 
@@ -142,8 +148,16 @@ def compare(
         console.print(f"no shadow or canary has run for {name} (proto2prod serve --shadow ...)")
         return
     table = Table(title=f"{name}: champion against challenger")
-    for column in ("started", "kind", "versions", "compared", "agreement", "mean |Δ|",
-                   "ms/item", "outcome"):  # fmt: skip
+    for column in (
+        "started",
+        "kind",
+        "versions",
+        "compared",
+        "agreement",
+        "mean |Δ|",
+        "ms/item",
+        "outcome",
+    ):
         table.add_column(column)
     for run in found:
         table.add_row(*_row(run))
@@ -161,9 +175,16 @@ def _row(run: dict[str, Any]) -> list[str]:
         times = f"{num('shadow_champion_ms_per_item', '{:.2f}')} / "
         times += num("shadow_challenger_ms_per_item", "{:.2f}")
         outcome = f"{num('shadow_dropped')} dropped, {num('shadow_failed')} failed"
-        return [run["started"], "shadow", versions, num("shadow_compared"),
-                num("shadow_agreement", "{:.1%}"), num("shadow_mean_abs_delta", "{:.4f}"),
-                times, outcome]  # fmt: skip
+        return [
+            run["started"],
+            "shadow",
+            versions,
+            num("shadow_compared"),
+            num("shadow_agreement", "{:.1%}"),
+            num("shadow_mean_abs_delta", "{:.4f}"),
+            times,
+            outcome,
+        ]
     answered = f"{num('champion_answered')} / {num('canary_answered')}"
     outcome = (
         f"rolled back: {run['rolled_back']}"

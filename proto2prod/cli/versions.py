@@ -127,8 +127,9 @@ def _train(definition: Definition, progress: BarProgress, quick: bool) -> Traine
     except Proto2ProdError:
         raise  # ours already says what to do, with its own exit code
     except Exception as exc:  # the user's code: one line naming train(), exit 2, no traceback
-        raise DefinitionError(f"train() raised {type(exc).__name__}: {exc}",
-                              where=definition.entry) from exc  # fmt: skip
+        raise DefinitionError(
+            f"train() raised {type(exc).__name__}: {exc}", where=definition.entry
+        ) from exc
     if not isinstance(trained, Trained):
         raise DefinitionError(
             f"train() must return proto2prod.Trained(weights=..., metrics=...); it returned "
