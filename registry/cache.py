@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from proto2prod.errors import CacheUnavailable, IntegrityError
-from proto2prod.registry.client import Registry, VersionInfo, _mlflow_error, unreachable
+from proto2prod.registry.client import Registry, VersionInfo, mlflow_error, unreachable
 from proto2prod.registry.publish import REFERENCE, WEIGHTS, sha256_file
 from proto2prod.registry.reference import ModelRef
 
@@ -132,7 +132,7 @@ def _download(registry: Registry, info: VersionInfo, target: Path) -> None:
                             dst_path=str(staging),
                             tracking_uri=registry.uri,
                         )
-            except (OSError, _mlflow_error()) as exc:
+            except (OSError, mlflow_error()) as exc:
                 if _disk_problem(exc):
                     raise _cache_unavailable(exc, target.parent, what) from None
                 # MLflow folds per-file failures into one message: ask the disk itself,

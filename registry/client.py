@@ -29,7 +29,7 @@ HISTORY_KEEP = 50
 LOG_KEEP = 30  # a tag value holds a few kB; 30 moves of ~90 characters fit
 
 
-def _mlflow_error() -> type[Exception]:
+def mlflow_error() -> type[Exception]:
     """MLflow's exception class, imported when an `except` clause needs it."""
     from mlflow.exceptions import MlflowException
 
@@ -215,19 +215,19 @@ class Registry:
         Those calls read MLflow's global tracking URI, and `mlflow.set_tracking_uri` also
         writes `MLFLOW_TRACKING_URI` into the environment, where every child process would
         inherit it. Both are put back exactly as they were afterwards (MLflow's own
-        `_use_tracking_uri` unsets a variable the caller had set). Not thread-safe: publish
+        `_use_tracking_uri` unsets a variable the caller had set); through MLflow's public
+        `get_tracking_uri`/`set_tracking_uri` only. Not thread-safe: publish
         runs in a CLI or a notebook, never on a server's request path.
         """
         import mlflow
-        from mlflow.tracking._tracking_service import utils as tracking_utils
 
-        before_global = tracking_utils._tracking_uri
+        before_global = mlflow.get_tracking_uri()  # what the caller's fluent calls resolve to
         before_env = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
         try:
             yield
         finally:
-            tracking_utils._tracking_uri = before_global
+            mlflow.set_tracking_uri(before_global)
             if before_env is None:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
@@ -462,7 +462,7 @@ class Registry:
                 try:
                     call(*args)
                     return
-                except _mlflow_error() as exc:  # MLflow wraps SQLite's busy error in its own
+                except mlflow_error() as exc:  # MLflow wraps SQLite's busy error in its own
                     if not _sqlite_busy(exc):
                         raise
                     if time.monotonic() + delay > deadline:

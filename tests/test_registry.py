@@ -235,4 +235,6 @@ def test_the_library_leaves_its_callers_process_alone(
     assert runtime.current.version == v1.version
 
     assert ours_to_hold() == environ
-    assert tracking_utils._tracking_uri == "sqlite:////nonexistent/callers.db"
+    import mlflow
+
+    assert mlflow.get_tracking_uri() == "sqlite:////nonexistent/callers.db"

@@ -116,6 +116,33 @@ def test_the_wheel_installs_one_package_and_imports_from_the_venv(project: Proje
     assert all(p.startswith(str(project.venv)) for p in where.split()), where
 
 
+def test_the_users_definition_type_checks_strictly_against_the_wheel(project: Project) -> None:
+    """PEP 561: the wheel ships py.typed, so `mypy --strict` on the user's definition sees
+    proto2prod's annotations (without it: 'module is installed, but missing library stubs
+    or py.typed marker', and `class Iris(proto2prod.Model)` subclasses Any)."""
+    with zipfile.ZipFile(project.wheel) as wheel:
+        assert "proto2prod/py.typed" in wheel.namelist()
+    checked = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--python-executable",
+            str(project.bin / "python"),
+            "my_model.py",
+            "notebook.py",
+        ],
+        cwd=project.folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Success: no issues found in 2 source files" in checked.stdout
+
+
 def test_train_serve_and_predict_from_the_users_folder(trained: Project) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -25,13 +25,14 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     data = load_iris()
-    return train_test_split(
+    x_train, x_test, y_train, y_test = train_test_split(
         data.data.astype(np.float32),
         data.target,
         test_size=0.3,
         random_state=0,
         stratify=data.target,
     )
+    return x_train, x_test, y_train, y_test
 
 
 class Iris(proto2prod.Model):
@@ -62,7 +63,7 @@ class Iris(proto2prod.Model):
         for _ in range(steps):
             loss = nn.functional.cross_entropy(net(xs), ys)
             opt.zero_grad()
-            loss.backward()
+            torch.autograd.backward(loss)  # typed, unlike Tensor.backward (mypy --strict)
             opt.step()
             progress.advance(loss=loss.item())
         with torch.inference_mode():
