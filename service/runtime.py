@@ -10,6 +10,7 @@ while the current version keeps serving.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
@@ -49,7 +50,9 @@ def _now() -> float:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    # milliseconds: two checks a client tells apart may fall within one second
+    stamp = datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

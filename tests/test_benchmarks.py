@@ -20,6 +20,7 @@ from proto2prod.benchmarks import hdr, load, report, verdicts
 from proto2prod.benchmarks.targets import Placement, Target
 from tests.conftest import BIN, ROOT
 from tests.processes import free_port, server
+from tests.service_process import until
 
 
 def test_percentiles_and_throughput_from_known_samples() -> None:
@@ -449,8 +450,7 @@ def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
     assert results["settings"]["refs"] == {"digits": "digits@production"}
     assert [v.version for v in user.versions("digits")] == [version]  # nothing added
     assert user.resolve("digits@production").version == version  # nor moved
-    time.sleep(1)
-    assert started_since(before) == []
+    until(lambda: started_since(before) == [], 10, "every process it started to end")
 
 
 def test_the_gpu_run_card_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:

@@ -115,13 +115,18 @@ def test_a_promotion_reaches_the_service_by_webhook_and_forgeries_swap_nothing(
             assert malformed.status_code == 400 and "data.name" in malformed.json()["message"]
             # A genuine delivery only makes the service ask the registry, which still says
             # `second`; its replay is ignored.
+            checked = httpx.get(f"{url}/metadata").json()["last_registry_check"]
             genuine = signed_post(url, body, delivery_id="g1")
             assert genuine.status_code == 202 and genuine.json()["accepted"] is True
             replay = signed_post(url, body, delivery_id="g1")
             assert replay.status_code == 200 and "seen" in replay.json()["reason"]
             other = signed_post(url, body.replace(b'"production"', b'"staging"'), delivery_id="o1")
             assert other.json()["accepted"] is False and "not followed" in other.json()["reason"]
-            time.sleep(1)
+            until(
+                lambda: httpx.get(f"{url}/metadata").json()["last_registry_check"] != checked,
+                10,
+                "the genuine delivery's registry check",
+            )
             meta = httpx.get(f"{url}/metadata").json()
             assert (meta["version"], meta["swaps"]) == (second, 1)
             assert version() == second

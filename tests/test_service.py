@@ -29,6 +29,7 @@ from tests.service_process import (
     published,
     running_service,
     running_service_process,
+    until,
 )
 
 pytestmark = pytest.mark.server
@@ -258,6 +259,14 @@ class Looper:
         for t in self.threads:
             t.join()
 
+    def answered(self) -> int:
+        return sum(len(client) for client in self.seen)
+
+    def wait_for_answers(self, count: int = 40) -> None:
+        """Until `count` more answers have come back: the load is flowing (or was)."""
+        target = self.answered() + count
+        until(lambda: self.answered() >= target, 30, f"{count} more answers under load")
+
     def check(self, old: str, new: str) -> None:
         answers = [a for client in self.seen for a in client]
         assert answers and all(status == 200 for status, _ in answers), set(answers)
@@ -274,19 +283,19 @@ def test_promote_and_rollback_swap_live_without_failed_requests(
     old = str(service.metadata()["version"])
     new = publish(service.registry, service.definition, digits_quick).version
     with Looper(service) as looper:
-        time.sleep(1)
+        looper.wait_for_answers()
         service.registry.promote("digits", new, "production")
         took = service.wait_for_version(new, POLL_S + 5)
-        time.sleep(1)
+        looper.wait_for_answers()
     looper.check(old, new)
     assert took <= POLL_S + 5
     assert service.metadata()["alias_changed_at"]
 
     with Looper(service) as looper:
-        time.sleep(1)
+        looper.wait_for_answers()
         assert service.registry.rollback("digits", "production") == (new, old)
         service.wait_for_version(old, POLL_S + 5)
-        time.sleep(1)
+        looper.wait_for_answers()
     looper.check(new, old)
 
 
