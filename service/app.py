@@ -63,7 +63,6 @@ configure_process(SETTINGS, serving=True)  # this process is ours: set it up onc
 # definition before starting BentoML, so a bad one is a one-line error there).
 IN_WORKER = bentoml.server_context.worker_index is not None
 REGISTRY = Registry(SETTINGS)
-assert SETTINGS.keys_file is not None
 KEYS = KeyStore(SETTINGS.keys_file, required=SETTINGS.keys_required)
 
 

@@ -12,7 +12,8 @@ checks: a version with other fields is refused and the champion serves on) and e
   (`service/canary.py` decides which, and rolls it back when it does worse).
 
 Either way the comparison is in `/metadata` and goes to an MLflow run every
-`shadow_log_s` (registry/rollouts.py). A pair is the two versions: when either alias moves,
+`shadow_log_s` or `canary_log_s` (registry/rollouts.py). A pair is the two versions: when
+either alias moves,
 the comparison starts again (a new run), and when both point at the same version (the
 challenger was promoted) there is nothing to compare: the champion answers everything.
 """
@@ -284,13 +285,14 @@ class Rollout:
             run.log(self._metrics(), tags)
 
     async def log_forever(self) -> None:
-        """Every `shadow_log_s`, until the service stops (and, for a shadow, watch how busy
-        the service is)."""
+        """Every `shadow_log_s` (a shadow) or `canary_log_s` (a canary), until the service
+        stops (and, for a shadow, watch how busy the service is)."""
         if self.kind == "shadow":
             watch = asyncio.get_running_loop().create_task(self.load.watch())
             self._tasks.add(watch)
         while True:
-            await asyncio.sleep(self.config.shadow_log_s)
+            shadow = self.kind == "shadow"
+            await asyncio.sleep(self.config.shadow_log_s if shadow else self.config.canary_log_s)
             await self._log_guarded()
 
     async def _log_guarded(self) -> None:

@@ -1,6 +1,6 @@
 """`proto2prod`: the command line. Each command lives in the module named after its job
 (versions.py, rollouts.py, keys.py, drift.py, serving.py, prototype.py, bench.py,
-demo.py); this module assembles them.
+demo.py, settings.py); this module assembles them.
 
 Every command reads its settings from the environment (`PROTO2PROD_HOME`,
 `MLFLOW_TRACKING_URI`) through `Settings`; a failure prints one line and exits with the
@@ -20,6 +20,7 @@ from proto2prod.cli.output import user_errors
 from proto2prod.cli.prototype import prototype
 from proto2prod.cli.rollouts import compare, webhook
 from proto2prod.cli.serving import build, serve
+from proto2prod.cli.settings import settings
 from proto2prod.cli.versions import promote, register, rollback, train, versions
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ for command in (
     prototype,
     bench,
     demo,
+    settings,
 ):
     app.command()(command)
 app.add_typer(webhook)

@@ -10,10 +10,17 @@ import typer
 
 from proto2prod.cli.output import console, open_registry, user_errors
 from proto2prod.errors import InvalidArgument
+from proto2prod.service_settings import ServiceSettings
+from proto2prod.setting import help_of
 
 if TYPE_CHECKING:
     from proto2prod.definition import Definition
     from proto2prod.registry import ModelRef, Registry
+
+
+def _help(name: str) -> str:
+    """An option's help from the setting's one declaration (default and bounds with it)."""
+    return help_of(ServiceSettings, name)
 
 
 def serve(
@@ -21,68 +28,35 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
     definition: Annotated[
-        str | None,
-        typer.Option(
-            help="The installed model definition to run (FILE.py[:Class] or module:Class); "
-            "default: the entry point recorded when the version was published.",
-            envvar="PROTO2PROD_DEFINITION",
-        ),
+        str | None, typer.Option(help=_help("definition"), envvar="PROTO2PROD_DEFINITION")
     ] = None,
     poll_s: Annotated[
-        float | None, typer.Option(help="Seconds between alias checks.", envvar="PROTO2PROD_POLL_S")
+        float | None, typer.Option(help=_help("poll_s"), envvar="PROTO2PROD_POLL_S")
     ] = None,
     workers: Annotated[
-        int | None,
-        typer.Option(
-            help="Worker processes, each with the model and its own batcher; with several "
-            "GPUs, one GPU each.",
-            envvar="PROTO2PROD_WORKERS",
-        ),
+        int | None, typer.Option(help=_help("workers"), envvar="PROTO2PROD_WORKERS")
     ] = None,
     shadow: Annotated[
-        str | None,
-        typer.Option(
-            help="An alias (e.g. challenger) whose version also runs on a sample of requests, "
-            "after the champion has answered and only when the model is idle; compared in "
-            "/metadata and MLflow.",
-            envvar="PROTO2PROD_SHADOW",
-        ),
+        str | None, typer.Option(help=_help("shadow"), envvar="PROTO2PROD_SHADOW")
     ] = None,
     shadow_rate: Annotated[
-        float | None,
-        typer.Option(
-            help="Share of requests the shadow runs (0 < rate <= 1; default 0.1).",
-            envvar="PROTO2PROD_SHADOW_RATE",
-        ),
+        float | None, typer.Option(help=_help("shadow_rate"), envvar="PROTO2PROD_SHADOW_RATE")
     ] = None,
     canary: Annotated[
-        str | None,
-        typer.Option(
-            help="ALIAS:PERCENT (e.g. challenger:10): that alias's version answers PERCENT % "
-            "of requests, and loses them when it does worse than the champion.",
-            envvar="PROTO2PROD_CANARY",
-        ),
+        str | None, typer.Option(help=_help("canary"), envvar="PROTO2PROD_CANARY")
     ] = None,
-    no_auth: Annotated[
-        bool,
-        typer.Option(
-            "--no-auth",
-            help="Serve beyond loopback without API keys (anyone who reaches it may predict).",
-        ),
-    ] = False,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help=_help("no_auth"))] = False,
 ) -> None:
     """Serve a registered model over HTTP with BentoML; follows its alias live."""
-    import importlib.util
     import os
     import sys
 
     with user_errors():
-        from proto2prod.errors import MissingExtra
+        from proto2prod.extras import check_installed
         from proto2prod.registry.reference import ModelRef
 
         ModelRef.parse(model)
-        if importlib.util.find_spec("bentoml") is None:
-            raise MissingExtra("bentoml", "serve")
+        check_installed("bentoml")
         env = {**os.environ, "PROTO2PROD_MODEL": model}
         if definition:
             env["PROTO2PROD_DEFINITION"] = definition
@@ -119,7 +93,6 @@ def _check_exposure(host: str, env: dict[str, str], no_auth: bool) -> None:
     if is_loopback(host) or no_auth:
         return
     settings = Settings.from_env(env)
-    assert settings.keys_file is not None
     if not settings.keys_required and not KeyStore(settings.keys_file).records():
         raise InvalidArgument(
             f"--host {host} exposes the service, and {settings.keys_file} holds no API key: "
