@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,30 +19,80 @@ from tests.processes import free_port
 pytestmark = pytest.mark.server
 
 
-def test_demo_trains_registers_serves_and_answers(tmp_path: Path) -> None:
-    env = {**os.environ, "PROTO2PROD_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    port, ui_port = free_port(), free_port()
-    done = subprocess.run(
-        [str(BIN / "proto2prod"), "demo", "--once", "--port", str(port), "--ui-port", str(ui_port)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "registered digits version 1 with alias @production" in done.stdout
-    assert "digits (1 versions)" in done.stdout  # the versions table: its title ...
-    assert re.search(r"│ 1\s+│ @production\s+│ accuracy=0\.\d+", done.stdout), done.stdout  # a row
-    assert "curl -s -X POST http://127.0.0.1:" in done.stdout
-    assert '"label":"7"' in done.stdout and '"version":"1"' in done.stdout
-    assert f"UI:       http://127.0.0.1:{ui_port}" in done.stdout
-    # Nothing it started is left: no service process, and the port is free again.
-    for p in (port, ui_port):
-        leftovers = subprocess.run(["pgrep", "-f", "--", f"--port {p}( |$)"], capture_output=True)
-        assert leftovers.stdout == b""
-        assert p == _bind(p)
+class Demo:
+    """`proto2prod demo` as a person runs it (no --once), its output read line by line."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        env = {**os.environ, "PROTO2PROD_HOME": str(tmp_path / "home")}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.port, self.ui_port = free_port(), free_port()
+        args = ["demo", "--port", str(self.port), "--ui-port", str(self.ui_port)]
+        self.proc = subprocess.Popen(
+            [str(BIN / "proto2prod"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**env, "BENTOML_DO_NOT_TRACK": "true"},
+            cwd=tmp_path,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert self.proc.poll() is None, "".join(self.lines)
+            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "".join(self.lines)
+            time.sleep(0.1)
+
+    def stop(self, signum: int) -> int:
+        self.proc.send_signal(signum)  # the demo process alone, as `kill` or a terminal does
+        code = self.proc.wait(60)
+        self._reader.join(10)
+        return code
+
+    def assert_nothing_left(self) -> None:
+        for p in (self.port, self.ui_port):
+            found = subprocess.run(["pgrep", "-f", "--", f"--port {p}( |$)"], capture_output=True)
+            assert found.stdout == b"", f"left running on port {p}: {found.stdout!r}"
+            assert p == _bind(p)
+
+
+def test_demo_trains_serves_answers_and_a_closed_terminal_stops_all_it_started(
+    tmp_path: Path,
+) -> None:
+    """The journey, then SIGHUP once everything answers: the service and the UI (in sessions
+    of their own, so the hang-up never reaches them) are stopped by the demo, their ports
+    free again."""
+    demo = Demo(tmp_path)
+    demo.wait_for("Ctrl-C stops everything.")
+    out = "".join(demo.lines)
+    assert "registered digits version 1 with alias @production" in out
+    assert "digits (1 versions)" in out  # the versions table: its title ...
+    assert re.search(r"│ 1\s+│ @production\s+│ accuracy=0\.\d+", out), out  # ... and a row
+    assert "curl -s -X POST http://127.0.0.1:" in out
+    assert '"label":"7"' in out and '"version":"1"' in out
+    assert f"UI:       http://127.0.0.1:{demo.ui_port}" in out
+    assert demo.stop(signal.SIGHUP) == 128 + signal.SIGHUP
+    assert any("stopping (SIGHUP)" in line for line in demo.lines), demo.lines
+    demo.assert_nothing_left()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_kill_or_ctrl_c_while_the_ui_starts_stops_everything(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    demo = Demo(tmp_path)
+    demo.wait_for("starting the Gradio prototype")  # the service runs, the UI is starting
+    code = demo.stop(signum)
+    assert code == (128 + signum if signum == signal.SIGTERM else 0), "".join(demo.lines)
+    demo.assert_nothing_left()
 
 
 def _bind(port: int) -> int:

@@ -11,6 +11,7 @@ import typer
 
 from proto2prod.benchmarks.plan import ARCHITECTURES, EXAMPLES, SCENARIOS, Plan
 from proto2prod.cli.output import console, user_errors
+from proto2prod.processes import Stopped, stopped_by_signals
 
 
 def bench(
@@ -87,12 +88,16 @@ def bench(
             gpu = gpu_card.gpu_name(device or "cuda")  # no GPU: one line, before anything
             gpu_card.card_plan(plan)
         folder = out or Path("reports") / _time.strftime("%Y%m%d-%H%M%S")
-    with _progress(plan.steps()) as say:
-        if card:
-            gpu_card.run(plan, folder, say, gpu=gpu)
-            console.print(f"GPU run card: {folder / 'gpu.md'}")
-            return
-        results = runner.run(plan, folder, say)
+    # the servers and load generators it starts stop however it is stopped (Ctrl-C, a kill)
+    try:
+        with stopped_by_signals(), _progress(plan.steps()) as say:
+            if card:
+                gpu_card.run(plan, folder, say, gpu=gpu)
+                console.print(f"GPU run card: {folder / 'gpu.md'}")
+                return
+            results = runner.run(plan, folder, say)
+    except Stopped as stop:
+        raise typer.Exit(stop.exit_code) from None
     files = report.write(results, folder)
     console.print(f"report: {folder / 'report.md'} ({len(files)} files)")
     for verdict in verdicts(results):

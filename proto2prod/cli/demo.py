@@ -3,7 +3,7 @@
 Train digits and register it as digits@production, list its versions, start the service
 on it as a real process, answer one request and print a curl line that works, start the
 Gradio prototype in remote mode in front of the service, print both URLs, then serve until
-Ctrl-C and stop everything it started.
+Ctrl-C, a `kill` or a closed terminal, and stop everything it started.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 import typer
 
 from proto2prod.cli.output import console, err_console
-from proto2prod.processes import kill, spawn, wait_http
+from proto2prod.processes import Stopped, kill, spawn, stopped_by_signals, wait_http
 from proto2prod.settings import Settings
 
 EXAMPLE = "proto2prod.examples.digits:Digits"
@@ -83,8 +83,10 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
         while service.poll() is None and ui.poll() is None:
             time.sleep(0.5)
         raise RuntimeError(f"a demo process stopped on its own; see the logs in {logs}")
-    except KeyboardInterrupt:
-        console.print("stopping")
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP as `Stopped`
+        console.print(f"stopping ({stop})" if isinstance(stop, Stopped) else "stopping")
+        if isinstance(stop, Stopped):
+            raise
     finally:
         for proc in (ui, service):
             if proc is not None:
@@ -94,11 +96,14 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
 def demo(
     port: int = typer.Option(3000, help="Port for the service (a free one if busy)."),
     ui_port: int = typer.Option(7860, help="Port for the Gradio UI (a free one if busy)."),
-    once: bool = typer.Option(False, help="Stop once everything answered (for tests)."),
+    once: bool = typer.Option(False, help="Stop once everything answered (a smoke test)."),
 ) -> None:
     """Train digits, register it, serve it, and put the Gradio UI in front of the service."""
     try:
-        run_demo(port, ui_port, once)
+        with stopped_by_signals():
+            run_demo(port, ui_port, once)
+    except Stopped as stop:
+        raise typer.Exit(stop.exit_code) from None
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
