@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proto2prod.benchmarks import load, runner, targets
+from proto2prod.benchmarks import runner, targets
+from proto2prod.benchmarks.context import Bench, Subject
 from proto2prod.benchmarks.plan import Plan
 from proto2prod.benchmarks.report import Heading, Table, Text, markdown
 from proto2prod.benchmarks.targets import Placement
@@ -48,6 +49,37 @@ def card_plan(plan: Plan) -> Plan:
     return plan
 
 
+def _precision(
+    bench: Bench, subject: Subject, device: str, precision: str, half: bool, results: dict[str, Any]
+) -> None:
+    """The raw limit, then the service at each user count, in one precision."""
+    plan, model = bench.plan, subject.name
+    bench.say(f"{model} {precision}: the raw limit on {device}")
+    limit = runner.measure_limit(
+        model, subject.payload, plan, bench.home, bench.placement, device=device, half=half
+    )
+    results["limits"].append({"model": model, "precision": precision, "samples_per_s": limit})
+    bench.say(f"{model} {precision}: the service on {device}")
+    where = {"home": bench.home, "logs": bench.logs, "placement": bench.placement}
+    with targets.start("service", model, subject.entry, **where, device=device, half=half) as t:
+        for users in plan.users:
+            point = bench.measure(t, subject.payload, users=users, workers=plan.workers)
+            results["runs"].append(
+                {
+                    "model": model,
+                    "precision": precision,
+                    "users": users,
+                    "rps": point.model.rps,
+                    "p50_ms": point.model.p50_ms,
+                    "p99_ms": point.model.p99_ms,
+                    "errors": point.model.errors,
+                    "limit_samples_per_s": max(limit.values()),
+                    "loadgen_cpu": round(point.loadgen_cpu, 3),
+                    "server_cpu": point.server_cpu,
+                }
+            )
+
+
 def run(plan: Plan, out: Path, say: runner.Say, *, gpu: str | None = None) -> dict[str, Any]:
     """The card for `plan.device`; `gpu` is the device's name when the caller has it (the
     CLI asks before starting anything; the test runs the whole card on the CPU)."""
@@ -61,58 +93,16 @@ def run(plan: Plan, out: Path, say: runner.Say, *, gpu: str | None = None) -> di
     }
     placement = Placement.detect()
     out.mkdir(parents=True, exist_ok=True)
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="p2p-gpu-card-") as tmp:
-        home = Path(tmp) / "home"
-        runner.register(plan, home, say)
+        bench = Bench(plan, Path(tmp) / "home", out / "logs", Path(tmp), placement, say)
+        runner.register(plan, bench.home, say)
         for model in plan.models:
             entry = plan.entries[model]
             payload = runner.write_payload(model, entry, plan.payload, Path(tmp))
             for precision, half in PRECISIONS:
-                say(f"{model} {precision}: the raw limit on {device}")
-                limit = runner.measure_limit(
-                    model, payload, plan, home, placement, device=device, half=half
-                )
-                results["limits"].append(
-                    {"model": model, "precision": precision, "samples_per_s": limit}
-                )
-                say(f"{model} {precision}: the service on {device}")
-                with targets.start(
-                    "service",
-                    model,
-                    entry,
-                    home=home,
-                    logs=logs,
-                    placement=placement,
-                    device=device,
-                    half=half,
-                ) as target:
-                    for users in plan.users:
-                        point = load.run(
-                            target,
-                            payload,
-                            users=users,
-                            duration=plan.duration,
-                            warmup=plan.warmup,
-                            placement=placement,
-                            workers=plan.workers,
-                        )
-                        results["runs"].append(
-                            {
-                                "model": model,
-                                "precision": precision,
-                                "users": users,
-                                "rps": point.model.rps,
-                                "p50_ms": point.model.p50_ms,
-                                "p99_ms": point.model.p99_ms,
-                                "errors": point.model.errors,
-                                "limit_samples_per_s": max(limit.values()),
-                                "loadgen_cpu": round(point.loadgen_cpu, 3),
-                                "server_cpu": point.server_cpu,
-                            }
-                        )
-                        (out / "gpu.json").write_text(json.dumps(results, indent=1))
+                _precision(bench, Subject(model, entry, payload), device, precision, half, results)
+                (out / "gpu.json").write_text(json.dumps(results, indent=1))
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out / "gpu.json").write_text(json.dumps(results, indent=1))
     (out / "gpu.md").write_text(render(results))

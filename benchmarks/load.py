@@ -59,8 +59,6 @@ def run(
     stop: threading.Event | None = None,
 ) -> Point:
     """Locust against `target`; `stop` set from another thread ends it early (`Stopped`)."""
-    import psutil
-
     out = Path(tempfile.mkstemp(prefix="p2p-hdr-", suffix=".json")[1])
     env = {
         **os.environ,
@@ -75,105 +73,93 @@ def run(
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     classes = ["ModelUser", "LightUser"] if light else ["ModelUser"]
-    total = users + (1 if light else 0)
-    base = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "-u",
-        str(total),
-        "-r",
-        str(total),
-        "-t",
-        f"{warmup + duration:.0f}s",
-        "--host",
-        target.url,
-        "--only-summary",
-        "--stop-timeout",
-        "10",
-        "--exit-code-on-error",
-        "0",
-        "--loglevel",
-        "ERROR",
-    ]
+    base = _locust(target, users + (1 if light else 0), warmup + duration)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        if workers:
-            port = free_port()
-            master = [
-                *base,
-                "--master",
-                "--expect-workers",
-                str(workers),
-                "--master-bind-port",
-                str(port),
-                *classes,
-            ]
-            procs.append(_spawn(placement.load(master), env, Path(str(out) + ".log")))
-            worker = [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(LOCUSTFILE),
-                "--worker",
-                "--master-port",
-                str(port),
-                "--loglevel",
-                "ERROR",
-                *classes,
-            ]
-            procs += [_spawn(placement.load(worker), env, None) for _ in range(workers)]
-        else:
-            procs.append(_spawn(placement.load([*base, *classes]), env, Path(str(out) + ".log")))
-        watched = [psutil.Process(p.pid) for p in procs]
-        servers = {role: psutil.Process(pid) for role, pid in target.processes.items()}
-        cpu0 = cpu1 = sum(_cpu(w) for w in watched)
-        wall0 = wall1 = time.monotonic()
-        deadline = wall0 + warmup + duration + 60
-        measured: tuple[float, dict[str, float]] | None = None  # from the warm-up's end
-        server_cpu: dict[str, float] = {}
-        while procs[0].poll() is None and time.monotonic() < deadline:
-            if stop is not None and stop.is_set():
-                raise Stopped(f"load on {target.url} stopped before its end")
-            cpu1 = sum(_cpu(w) for w in watched)
-            wall1 = time.monotonic()
-            # Server CPU over the measured window only; the last sample lands before Locust
-            # stops, so no idle tail is counted.
-            if measured is None and wall1 - wall0 >= warmup + 1:
-                measured = (wall1, {r: _cpu(p) for r, p in servers.items()})
-            elif measured is not None and wall1 - wall0 <= warmup + duration:
-                server_cpu = {
-                    r: (_cpu(p) - measured[1][r]) / (wall1 - measured[0])
-                    for r, p in servers.items()
-                }
-            time.sleep(0.5)
+        procs = _start(base, classes, workers, placement, env, Path(str(out) + ".log"))
+        loadgen_cpu, server_cpu = _watch(procs, target, warmup, duration, stop)
         if procs[0].poll() is None or procs[0].returncode != 0:
             log = Path(str(out) + ".log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"locust failed against {target.url}:\n{log}")
-        loadgen_cpu = (cpu1 - cpu0) / max(1e-9, wall1 - wall0)
         collected: list[dict[str, Any]] = json.loads(out.read_text() or "[]")
     finally:
         for proc in procs:
             kill(proc)
         out.unlink(missing_ok=True)
         Path(str(out) + ".log").unlink(missing_ok=True)
-    model = hdr.summarize(
-        hdr.merge([c["model"] for c in collected]),
-        errors=sum(c["errors"] for c in collected),
-        seconds=duration,
-    )
-    light_summary = None
-    if light:
-        light_summary = hdr.summarize(
-            hdr.merge([c["light"] for c in collected]),
-            errors=sum(c["light_errors"] for c in collected),
-            seconds=duration,
-        )
+    model = _summary(collected, "model", "errors", duration)
+    light_summary = _summary(collected, "light", "light_errors", duration) if light else None
     return Point(model, light_summary, loadgen_cpu, workers, server_cpu)
+
+
+def _locust(target: Target, users: int, seconds: float) -> list[str]:
+    """Headless Locust for `seconds` at `users` (all spawned at once), summary only."""
+    args = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"]
+    args += ["-u", str(users), "-r", str(users), "-t", f"{seconds:.0f}s", "--host", target.url]
+    args += ["--only-summary", "--stop-timeout", "10", "--exit-code-on-error", "0"]
+    return [*args, "--loglevel", "ERROR"]
+
+
+def _start(
+    base: list[str],
+    classes: list[str],
+    workers: int,
+    placement: Placement,
+    env: dict[str, str],
+    log: Path,
+) -> list[subprocess.Popen[bytes]]:
+    """One Locust process, or a master and `workers` workers (the master first)."""
+    if not workers:
+        return [_spawn(placement.load([*base, *classes]), env, log)]
+    port = free_port()
+    master = [*base, "--master", "--expect-workers", str(workers)]
+    procs = [_spawn(placement.load([*master, "--master-bind-port", str(port), *classes]), env, log)]
+    worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker"]
+    worker += ["--master-port", str(port), "--loglevel", "ERROR", *classes]
+    return procs + [_spawn(placement.load(worker), env, None) for _ in range(workers)]
+
+
+def _watch(
+    procs: list[subprocess.Popen[bytes]],
+    target: Target,
+    warmup: float,
+    duration: float,
+    stop: threading.Event | None,
+) -> tuple[float, dict[str, float]]:
+    """Until Locust ends: the load generator's CPU per wall second over the whole run, and
+    each server role's over the measured window (after the warm-up)."""
+    import psutil
+
+    watched = [psutil.Process(p.pid) for p in procs]
+    servers = {role: psutil.Process(pid) for role, pid in target.processes.items()}
+    cpu0 = cpu1 = sum(_cpu(w) for w in watched)
+    wall0 = wall1 = time.monotonic()
+    deadline = wall0 + warmup + duration + 60
+    measured: tuple[float, dict[str, float]] | None = None  # from the warm-up's end
+    server_cpu: dict[str, float] = {}
+    while procs[0].poll() is None and time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            raise Stopped(f"load on {target.url} stopped before its end")
+        cpu1 = sum(_cpu(w) for w in watched)
+        wall1 = time.monotonic()
+        # Server CPU over the measured window only; the last sample lands before Locust
+        # stops, so no idle tail is counted.
+        if measured is None and wall1 - wall0 >= warmup + 1:
+            measured = (wall1, {r: _cpu(p) for r, p in servers.items()})
+        elif measured is not None and wall1 - wall0 <= warmup + duration:
+            server_cpu = {
+                r: (_cpu(p) - measured[1][r]) / (wall1 - measured[0]) for r, p in servers.items()
+            }
+        time.sleep(0.5)
+    return (cpu1 - cpu0) / max(1e-9, wall1 - wall0), server_cpu
+
+
+def _summary(collected: list[dict[str, Any]], key: str, errors: str, seconds: float) -> hdr.Summary:
+    return hdr.summarize(
+        hdr.merge([c[key] for c in collected]),
+        errors=sum(c[errors] for c in collected),
+        seconds=seconds,
+    )
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:

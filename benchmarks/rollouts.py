@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 
-from proto2prod.benchmarks import load
+from proto2prod.benchmarks.context import Bench, Subject
 from proto2prod.benchmarks.scenarios import _env, _p2p, _promote
-from proto2prod.benchmarks.targets import BIN, Placement, Target, free_port, process
+from proto2prod.benchmarks.targets import BIN, Target, free_port, process
 
 Mode = tuple[str, list[str], dict[str, str]]
 """A name, extra `serve` options, extra environment."""
@@ -34,211 +34,107 @@ WEBHOOK_POLL_S = 60.0
 """The poll while webhooks deliver: a fast swap can only have come by webhook."""
 
 
-def shadow(
-    model: str,
-    payload: Path,
-    *,
-    users: int,
-    duration: float,
-    warmup: float,
-    home: Path,
-    logs: Path,
-    placement: Placement,
-    rounds: int = 2,
-) -> dict[str, Any]:
+def shadow(bench: Bench, subject: Subject) -> dict[str, Any]:
     """The champion under the same load without a shadow, then with one at rate 1.0."""
-    _promote(home, model, "1")
-    _promote(home, model, "2", alias="challenger")
+    _promote(bench.home, subject.name, "1")
+    _promote(bench.home, subject.name, "2", alias="challenger")
     modes: list[Mode] = [
         ("none", [], {}),
         ("shadow 1.0", ["--shadow", "challenger", "--shadow-rate", "1.0"], {}),
     ]
-    rows = _paired(
-        model,
-        payload,
-        modes,
-        users=users,
-        duration=duration,
-        warmup=warmup,
-        home=home,
-        logs=logs,
-        placement=placement,
-        rounds=rounds,
-    )
-    return {"model": model, "users": users, "rows": rows}
+    return {"model": subject.name, "users": bench.users, "rows": _paired(bench, subject, modes)}
 
 
-def drift(
-    model: str,
-    payload: Path,
-    *,
-    users: int,
-    duration: float,
-    warmup: float,
-    home: Path,
-    logs: Path,
-    placement: Placement,
-    rounds: int = 2,
-) -> dict[str, Any]:
+def drift(bench: Bench, subject: Subject) -> dict[str, Any]:
     """The service under the same load with drift tracking off, then on (the default)."""
-    _promote(home, model, "1")
+    _promote(bench.home, subject.name, "1")
     modes: list[Mode] = [
         ("off", [], {"PROTO2PROD_DRIFT": "0"}),
         ("on", [], {"PROTO2PROD_DRIFT": "1"}),
     ]
-    rows = _paired(
-        model,
-        payload,
-        modes,
-        users=users,
-        duration=duration,
-        warmup=warmup,
-        home=home,
-        logs=logs,
-        placement=placement,
-        rounds=rounds,
-    )
-    return {"model": model, "users": users, "rows": rows}
+    return {"model": subject.name, "users": bench.users, "rows": _paired(bench, subject, modes)}
 
 
-def _paired(
-    model: str,
-    payload: Path,
-    modes: list[Mode],
-    *,
-    users: int,
-    duration: float,
-    warmup: float,
-    home: Path,
-    logs: Path,
-    placement: Placement,
-    rounds: int = 2,
-) -> list[dict[str, Any]]:
+def _paired(bench: Bench, subject: Subject, modes: list[Mode]) -> list[dict[str, Any]]:
     """One service per mode (extra `serve` options, environment), all started together, then
-    loaded in turn A B B A (`rounds` = 2): a pair differs by a few percent, less than this
-    machine drifts from one run to the next, so each mode is measured early and late and
+    loaded in turn A B B A (`bench.rounds` = 2): a pair differs by a few percent, less than
+    this machine drifts from one run to the next, so each mode is measured early and late and
     averaged. The idle service meanwhile costs nothing worth counting."""
     with contextlib.ExitStack() as stack:
         started = []
         for mode, options, extra_env in modes:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            args = _p2p("serve", f"{model}@production", "--port", str(port), *options)
-            log = logs / f"{model}-{mode.split()[0]}.log"
-            env = _env(home, **extra_env)
-            pid = stack.enter_context(process(placement.server(args), f"{url}/readyz", log, env))
+            args = bench.placement.server(_p2p("serve", subject.ref, "--port", str(port), *options))
+            log = bench.logs / f"{subject.name}-{mode.split()[0]}.log"
+            env = _env(bench.home, **extra_env)
+            pid = stack.enter_context(process(args, f"{url}/readyz", log, env))
             if "--shadow" in options:  # the shadow loads after the champion is ready
                 _until(partial(_comparing, url), 120, "the shadow to load")
             started.append((mode, url, pid, "--shadow" in options))
         order = [
             i
-            for r in range(rounds)
+            for r in range(bench.rounds)
             for i in (range(len(modes)) if r % 2 == 0 else reversed(range(len(modes))))
         ]
         points: dict[int, list[Any]] = {i: [] for i in range(len(modes))}
         for i in order:
             _, url, pid, _ = started[i]
             target = Target("service", url, "json", "/predict", "/livez", {"service": pid})
-            points[i].append(
-                load.run(
-                    target,
-                    payload,
-                    users=users,
-                    duration=duration,
-                    warmup=warmup,
-                    placement=placement,
-                ).model
-            )
-        rows = []
-        for i, (mode, url, _, shadowing) in enumerate(started):
-            state = _rollout(url).get("shadow") if shadowing else None
-            runs = points[i]
-            rows.append(
-                {
-                    "mode": mode,
-                    "rps": statistics.mean(p.rps for p in runs),
-                    "p50_ms": statistics.mean(p.p50_ms for p in runs),
-                    "p99_ms": statistics.mean(p.p99_ms for p in runs),
-                    "errors": sum(p.errors for p in runs),
-                    "runs_rps": [round(p.rps, 1) for p in runs],
-                    "compared": state["compared"] if state else None,
-                    "sampled": state["sampled"] if state else None,
-                    "dropped": state["dropped"] if state else None,
-                }
-            )
-    return rows
+            points[i].append(bench.measure(target, subject.payload).model)
+        return [
+            _paired_row(mode, points[i], _rollout(url).get("shadow") if shadowing else None)
+            for i, (mode, url, _, shadowing) in enumerate(started)
+        ]
 
 
-def webhook(
-    model: str,
-    entry: str,
-    payload: Path,
-    *,
-    promotions: int,
-    poll_s: float,
-    work: Path,
-    logs: Path,
-    placement: Placement,
-) -> dict[str, Any]:
-    """Promotions by MLflow webhook (poll 60 s), then by the poll (`poll_s`) alone."""
-    from cryptography.fernet import Fernet
+def _paired_row(mode: str, runs: list[Any], state: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "rps": statistics.mean(p.rps for p in runs),
+        "p50_ms": statistics.mean(p.p50_ms for p in runs),
+        "p99_ms": statistics.mean(p.p99_ms for p in runs),
+        "errors": sum(p.errors for p in runs),
+        "runs_rps": [round(p.rps, 1) for p in runs],
+        "compared": state["compared"] if state else None,
+        "sampled": state["sampled"] if state else None,
+        "dropped": state["dropped"] if state else None,
+    }
 
+
+def webhook(bench: Bench, subject: Subject) -> dict[str, Any]:
+    """Promotions by MLflow webhook (poll 60 s), then by the poll (the plan's) alone."""
     from proto2prod.registry import Registry
     from proto2prod.settings import Settings
 
-    home = work / "webhook-home"
+    work, model, promotions = bench.work, subject.name, bench.plan.promotions
     port = free_port()
     tracking = f"http://127.0.0.1:{port}"
-    server_env = _env(
-        home,
-        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
-        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
-        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-        MLFLOW_WEBHOOK_CACHE_TTL="1",
-    )
     secret = secrets.token_hex(32)
-    env = _env(home, MLFLOW_TRACKING_URI=tracking, PROTO2PROD_WEBHOOK_SECRET=secret)
-    mlflow = [
-        str(BIN / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{work / 'webhook.db'}",
-        "--artifacts-destination",
-        str(work / "webhook-artifacts"),
-    ]
-    items = json.loads(payload.read_text())[:1]
+    env = _env(
+        work / "webhook-home", MLFLOW_TRACKING_URI=tracking, PROTO2PROD_WEBHOOK_SECRET=secret
+    )
+    items = json.loads(subject.payload.read_text())[:1]
     results: dict[str, Any] = {"model": model, "promotions": promotions}
-    with process(mlflow, f"{tracking}/health", logs / "webhook-mlflow.log", server_env):
+    with _mlflow_server(work, port, bench.logs / "webhook-mlflow.log"):
         for alias in ("production", None):
-            train = _p2p("train", entry, "--quick", *(["--alias", alias] if alias else []))
+            train = _p2p("train", subject.entry, "--quick", *(["--alias", alias] if alias else []))
             subprocess.run(train, env=env, check=True, capture_output=True)
         registry = Registry(Settings.from_env(env))
-        for mode, poll in (("webhook", WEBHOOK_POLL_S), ("poll", poll_s)):
+        for mode, poll in (("webhook", WEBHOOK_POLL_S), ("poll", bench.plan.poll_s)):
             registry.promote(model, "1")
             svc_port = free_port()
             url = f"http://127.0.0.1:{svc_port}"
-            serve = _p2p(
-                "serve", f"{model}@production", "--port", str(svc_port), "--poll-s", str(poll)
-            )
-            log = logs / f"{model}-update-{mode}.log"
-            with process(placement.server(serve), f"{url}/readyz", log, env):
+            serve = _p2p("serve", subject.ref, "--port", str(svc_port), "--poll-s", str(poll))
+            log = bench.logs / f"{model}-update-{mode}.log"
+            with process(bench.placement.server(serve), f"{url}/readyz", log, env):
                 hook_id = _create_webhook(model, url, env) if mode == "webhook" else None
                 try:
                     seconds = _time_promotions(registry, model, url, items, promotions, poll)
                 finally:
                     if hook_id is not None:
-                        subprocess.run(
-                            _p2p("webhook", "delete", hook_id),
-                            env=env,
-                            check=True,
-                            capture_output=True,
-                        )
+                        delete = _p2p("webhook", "delete", hook_id)
+                        subprocess.run(delete, env=env, check=True, capture_output=True)
             results[mode] = {
                 "poll_s": poll,
                 "seconds": [round(s, 3) for s in seconds],
@@ -246,6 +142,23 @@ def webhook(
                 "max_s": max(seconds),
             }
     return results
+
+
+def _mlflow_server(work: Path, port: int, log: Path) -> contextlib.AbstractContextManager[int]:
+    """A real `mlflow server` on loopback that delivers webhooks to loopback URLs."""
+    from cryptography.fernet import Fernet
+
+    server_env = _env(
+        work / "webhook-home",
+        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        MLFLOW_WEBHOOK_CACHE_TTL="1",
+    )
+    args = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'webhook.db'}"]
+    args += ["--artifacts-destination", str(work / "webhook-artifacts")]
+    return process(args, f"http://127.0.0.1:{port}/health", log, server_env)
 
 
 def _create_webhook(model: str, url: str, env: dict[str, str]) -> str:

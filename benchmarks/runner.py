@@ -15,12 +15,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from proto2prod.benchmarks import load, models, rollouts, scenarios, targets
-from proto2prod.benchmarks.plan import EXAMPLES, Plan
+from proto2prod.benchmarks.context import Bench, Subject
+from proto2prod.benchmarks.plan import EXAMPLES, SCENARIOS, Plan
 from proto2prod.benchmarks.targets import IMAGE_ONLY, Placement
 
 Say = Callable[[str], None]
@@ -133,151 +135,88 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": [],
         "limits": [],
-        "scenarios": {
-            "responsiveness": [],
-            "update": [],
-            "memory": [],
-            "queue": [],
-            "shadow": [],
-            "drift": [],
-            "webhook": [],
-        },
+        "scenarios": {name: [] for name in ("responsiveness", *SCENARIOS)},
     }
     with tempfile.TemporaryDirectory(prefix="p2p-bench-") as tmp:
-        home = Path(tmp) / "home"
-        register(plan, home, say)
+        bench = Bench(plan, Path(tmp) / "home", logs, Path(tmp), placement, say)
+        register(plan, bench.home, say)
         for model in plan.models:
             entry = plan.entries[model]
-            payload = write_payload(model, entry, plan.payload, Path(tmp))
-            image = plan.images(model)
+            subject = Subject(model, entry, write_payload(model, entry, plan.payload, Path(tmp)))
             for arch in plan.architectures:
-                if arch in IMAGE_ONLY and not image:
+                if arch in IMAGE_ONLY and not plan.images(model):
                     say(f"{model}: skipping {arch} (it is called through an image upload)")
                     continue
-                say(f"{model}: measuring the raw limit next to {arch}")
-                limit = measure_limit(model, payload, plan, home, placement, device=plan.device)
-                results["limits"].append({"model": model, "before": arch, "samples_per_s": limit})
-                for batch, value in limit.items():
-                    results["runs"].append(_run_row(model, "limit", int(batch), value, None))
-                say(f"{model}: starting {arch}")
-                with targets.start(
-                    arch,
-                    model,
-                    entry,
-                    home=home,
-                    logs=logs,
-                    placement=placement,
-                    device=plan.device,
-                ) as t:
-                    for users in plan.users:
-                        light = users == max(plan.users)
-                        say(f"{model}: {arch} with {users} users")
-                        point = load.run(
-                            t,
-                            payload,
-                            users=users,
-                            duration=plan.duration,
-                            warmup=plan.warmup,
-                            placement=placement,
-                            workers=plan.workers,
-                            rate=plan.rate,
-                            light=light,
-                        )
-                        row = _run_row(model, arch, users, point.model.rps, point)
-                        row["limit_samples_per_s"] = max(limit.values())
-                        results["runs"].append(row)
-                        _save(results, out)  # a stopped run keeps what it measured
-                        if light and point.light is not None:
-                            results["scenarios"]["responsiveness"].append(
-                                {
-                                    "model": model,
-                                    "architecture": arch,
-                                    "users": users,
-                                    "light_route": t.light_path,
-                                    "p50_ms": point.light.p50_ms,
-                                    "p99_ms": point.light.p99_ms,
-                                    "requests": point.light.requests,
-                                    "errors": point.light.errors,
-                                }
-                            )
-            if "update" in plan.scenarios and image:
-                say(f"{model}: promoting version 2 under load (restart vs live swap)")
-                results["scenarios"]["update"].append(
-                    scenarios.update(
-                        model,
-                        entry,
-                        "1",
-                        "2",
-                        payload,
-                        home=home,
-                        logs=logs,
-                        placement=placement,
-                        seconds=plan.update_seconds,
-                    )
-                )
-            if "queue" in plan.scenarios and image:
-                say(f"{model}: the remote front end's Gradio queue, three limits")
-                results["scenarios"]["queue"].append(
-                    scenarios.queue(
-                        model,
-                        payload,
-                        users=max(plan.users),
-                        duration=plan.duration,
-                        warmup=plan.warmup,
-                        home=home,
-                        logs=logs,
-                        placement=placement,
-                    )
-                )
-            paired = (
-                ("shadow", rollouts.shadow, "with a shadow at rate 1.0, and without"),
-                ("drift", rollouts.drift, "with drift tracking off, and on"),
-            )
-            for name, scenario, what in paired:
-                if name in plan.scenarios:
-                    say(f"{model}: the service's throughput {what}")
-                    results["scenarios"][name].append(
-                        scenario(
-                            model,
-                            payload,
-                            users=max(plan.users),
-                            duration=plan.duration,
-                            warmup=plan.warmup,
-                            home=home,
-                            logs=logs,
-                            placement=placement,
-                            rounds=1 if plan.quick else 2,
-                        )
-                    )
-            if "webhook" in plan.scenarios and model not in plan.refs:
-                say(f"{model}: {plan.promotions} promotions by MLflow webhook, then by poll")
-                results["scenarios"]["webhook"].append(
-                    rollouts.webhook(
-                        model,
-                        entry,
-                        payload,
-                        promotions=plan.promotions,
-                        poll_s=plan.poll_s,
-                        work=Path(tmp),
-                        logs=logs,
-                        placement=placement,
-                    )
-                )
-            if "memory" in plan.scenarios and image:
-                say(f"{model}: resident memory of N replicas, both ways")
-                results["scenarios"]["memory"].append(
-                    scenarios.memory(
-                        model,
-                        entry,
-                        home=home,
-                        logs=logs,
-                        placement=placement,
-                        counts=plan.memory_counts,
-                    )
-                )
+                _measure_architecture(bench, subject, arch, results, out)
+            _scenarios(bench, subject, results)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _save(results, out)
     return results
+
+
+def _measure_architecture(
+    bench: Bench, subject: Subject, arch: str, results: dict[str, Any], out: Path
+) -> None:
+    """The raw limit next to `arch`, then `arch` at each user count (saved after each)."""
+    plan, model, say = bench.plan, subject.name, bench.say
+    say(f"{model}: measuring the raw limit next to {arch}")
+    limit = measure_limit(
+        model, subject.payload, plan, bench.home, bench.placement, device=plan.device
+    )
+    results["limits"].append({"model": model, "before": arch, "samples_per_s": limit})
+    for batch, value in limit.items():
+        results["runs"].append(_run_row(model, "limit", int(batch), value, None))
+    say(f"{model}: starting {arch}")
+    start = partial(targets.start, home=bench.home, logs=bench.logs, placement=bench.placement)
+    with start(arch, model, subject.entry, device=plan.device) as t:
+        for users in plan.users:
+            light = users == max(plan.users)
+            say(f"{model}: {arch} with {users} users")
+            point = bench.measure(
+                t, subject.payload, users=users, workers=plan.workers, rate=plan.rate, light=light
+            )
+            row = _run_row(model, arch, users, point.model.rps, point)
+            row["limit_samples_per_s"] = max(limit.values())
+            results["runs"].append(row)
+            _save(results, out)  # a stopped run keeps what it measured
+            if light and point.light is not None:
+                results["scenarios"]["responsiveness"].append(
+                    {
+                        "model": model,
+                        "architecture": arch,
+                        "users": users,
+                        "light_route": t.light_path,
+                        "p50_ms": point.light.p50_ms,
+                        "p99_ms": point.light.p99_ms,
+                        "requests": point.light.requests,
+                        "errors": point.light.errors,
+                    }
+                )
+
+
+SCENARIO_RUNS: dict[str, tuple[Callable[[Bench, Subject], dict[str, Any]], str]] = {
+    "update": (scenarios.update, "promoting version 2 under load (restart vs live swap)"),
+    "queue": (scenarios.queue, "the remote front end's Gradio queue, three limits"),
+    "shadow": (rollouts.shadow, "the service's throughput with a shadow at rate 1.0, and without"),
+    "drift": (rollouts.drift, "the service's throughput with drift tracking off, and on"),
+    "webhook": (rollouts.webhook, "promotions by MLflow webhook, then by poll"),
+    "memory": (scenarios.memory, "resident memory of N replicas, both ways"),
+}
+"""Each scenario, in the order they run, and what it says while it runs."""
+NEEDS_IMAGE = {"update", "queue", "memory"}
+"""Scenarios that go through the Gradio upload route (models whose one input is an image)."""
+
+
+def _scenarios(bench: Bench, subject: Subject, results: dict[str, Any]) -> None:
+    for name, (scenario, what) in SCENARIO_RUNS.items():
+        if name not in bench.plan.scenarios:
+            continue
+        if name in NEEDS_IMAGE and not bench.plan.images(subject.name):
+            continue
+        if name == "webhook" and subject.name in bench.plan.refs:
+            continue  # trains its own versions on its own mlflow server
+        bench.say(f"{subject.name}: {what}")
+        results["scenarios"][name].append(scenario(bench, subject))
 
 
 def _save(results: dict[str, Any], out: Path) -> None:

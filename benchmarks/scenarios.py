@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from proto2prod.benchmarks import load
+from proto2prod.benchmarks.context import Bench, Subject
 from proto2prod.benchmarks.targets import (
     BIN,
     Placement,
@@ -160,72 +161,75 @@ def _under_load(
     return t0
 
 
-def update(
-    model: str,
-    entry: str,
-    old: str,
-    new: str,
-    payload: Path,
-    *,
-    home: Path,
-    logs: Path,
-    placement: Placement,
-    seconds: float = 30.0,
-) -> dict[str, Any]:
+def update(bench: Bench, subject: Subject, old: str = "1", new: str = "2") -> dict[str, Any]:
     """Promote `new` while clients loop, for both architectures."""
-    results: dict[str, Any] = {"model": model, "from": old, "to": new}
-    env = _env(home, PROTO2PROD_POLL_S=str(UPDATE_POLL_S))
-    ref = f"{model}@production"
-    _promote(home, model, old)
-    # Decoupled: the service follows the alias.
+    results: dict[str, Any] = {"model": subject.name, "from": old, "to": new}
+    _promote(bench.home, subject.name, old)
+    results["decoupled"] = _update_decoupled(bench, subject, old, new)
+    _promote(bench.home, subject.name, old)
+    results["in_server"] = _update_in_server(bench, subject, old, new)
+    return results
+
+
+def _update_decoupled(bench: Bench, subject: Subject, old: str, new: str) -> dict[str, Any]:
+    """The service follows the alias: a live swap."""
+    env = _env(bench.home, PROTO2PROD_POLL_S=str(UPDATE_POLL_S))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with process(
-        placement.server(_p2p("serve", ref, "--port", str(port))),
-        f"{url}/readyz",
-        logs / f"{model}-update-service.log",
-        env,
-    ):
+    serve = bench.placement.server(_p2p("serve", subject.ref, "--port", str(port)))
+    with process(serve, f"{url}/readyz", bench.logs / f"{subject.name}-update-service.log", env):
         target = Target("service", url, "json", "/predict", "/livez")
-        log = logs / f"{model}-update-decoupled.csv"
+        log = bench.logs / f"{subject.name}-update-decoupled.csv"
         t0 = _under_load(
-            target, payload, log, seconds, placement, 5.0, lambda: _promote(home, model, new)
+            target,
+            subject.payload,
+            log,
+            bench.plan.update_seconds,
+            bench.placement,
+            5.0,
+            lambda: _promote(bench.home, subject.name, new),
         )
         line = Timeline.read(log, t0)
-        results["decoupled"] = {
+        return {
             "failed": line.failed,
             "requests": len(line.events),
             "seconds_to_new_version": line.first(new),
             "poll_s": UPDATE_POLL_S,
             "timeline": line.binned((old, new)),
         }
-    # Model-in-server: the web process holds the model, so it restarts to change it.
-    _promote(home, model, old)
+
+
+def _update_in_server(bench: Bench, subject: Subject, old: str, new: str) -> dict[str, Any]:
+    """The web process holds the model, so it restarts to change it."""
+    env = _env(bench.home, PROTO2PROD_POLL_S=str(UPDATE_POLL_S))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    args = placement.server(_p2p("prototype", entry, "--model", ref, "--port", str(port)))
+    args = bench.placement.server(
+        _p2p("prototype", subject.entry, "--model", subject.ref, "--port", str(port))
+    )
+    logs = bench.logs / f"{subject.name}-update-inserver"
     box: dict[str, subprocess.Popen[bytes]] = {}
 
-    def restart() -> None:
-        _promote(home, model, new)
-        kill(box["proc"])
-        with (logs / f"{model}-update-inserver-2.log").open("wb") as out:
+    def started(log: Path) -> None:
+        with log.open("wb") as out:
             box["proc"] = subprocess.Popen(
                 args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        wait_http(url, box["proc"], logs / f"{model}-update-inserver-2.log")
+        wait_http(url, box["proc"], log)
 
-    with (logs / f"{model}-update-inserver.log").open("wb") as out:
-        box["proc"] = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    def restart() -> None:
+        _promote(bench.home, subject.name, new)
+        kill(box["proc"])
+        started(Path(f"{logs}-2.log"))
+
     try:
-        wait_http(url, box["proc"], logs / f"{model}-update-inserver.log")
+        started(Path(f"{logs}.log"))
         target = Target("prototype", url, "gradio", "predict", "/")
-        log = logs / f"{model}-update-inserver.csv"
-        t0 = _under_load(target, payload, log, seconds, placement, 5.0, restart)
+        log = Path(f"{logs}.csv")
+        seconds = bench.plan.update_seconds
+        t0 = _under_load(target, subject.payload, log, seconds, bench.placement, 5.0, restart)
         line = Timeline.read(log, t0)
-        results["in_server"] = {
+        return {
             "failed": line.failed,
             "requests": len(line.events),
             "seconds_without_service": line.gap(),
@@ -233,50 +237,34 @@ def update(
             "timeline": line.binned((old, new)),
         }
     finally:
-        kill(box["proc"])
-    return results
+        if "proc" in box:
+            kill(box["proc"])
 
 
 QUEUE_LIMITS = (8, 32, 0)  # the former remote default, more, none (0: the default now)
 
 
-def queue(
-    model: str,
-    payload: Path,
-    *,
-    users: int,
-    duration: float,
-    warmup: float,
-    home: Path,
-    logs: Path,
-    placement: Placement,
-) -> dict[str, Any]:
+def queue(bench: Bench, subject: Subject) -> dict[str, Any]:
     """One service; in front of it the remote front end once per Gradio concurrency limit,
-    each under the same load at `users`."""
-    env = _env(home)
+    each under the same load at the top user count."""
+    env = _env(bench.home)
     rows = []
     port = free_port()
     svc_url = f"http://127.0.0.1:{port}"
-    serve = placement.server(_p2p("serve", f"{model}@production", "--port", str(port)))
-    with process(serve, f"{svc_url}/readyz", logs / f"{model}-queue-service.log", env) as svc:
+    serve = bench.placement.server(_p2p("serve", subject.ref, "--port", str(port)))
+    svc_log = bench.logs / f"{subject.name}-queue-service.log"
+    with process(serve, f"{svc_url}/readyz", svc_log, env) as svc:
         for limit in QUEUE_LIMITS:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             args = _p2p(
                 "prototype", "--backend", svc_url, "--port", str(port), "--concurrency", str(limit)
             )
-            log = logs / f"{model}-queue-{limit}.log"
-            with process(placement.server(args), url, log, env) as front:
+            log = bench.logs / f"{subject.name}-queue-{limit}.log"
+            with process(bench.placement.server(args), url, log, env) as front:
                 roles = {"front end": front, "service": svc}
                 target = Target("decoupled", url, "gradio", "predict", "/", roles)
-                point = load.run(
-                    target,
-                    payload,
-                    users=users,
-                    duration=duration,
-                    warmup=warmup,
-                    placement=placement,
-                )
+                point = bench.measure(target, subject.payload)
             rows.append(
                 {
                     "concurrency": limit or None,
@@ -287,7 +275,7 @@ def queue(
                     "server_cpu": {role: round(c, 3) for role, c in point.server_cpu.items()},
                 }
             )
-    return {"model": model, "users": users, "rows": rows}
+    return {"model": subject.name, "users": bench.users, "rows": rows}
 
 
 def _rss_mb(pid: int) -> float:
@@ -297,16 +285,10 @@ def _rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
-def memory(
-    model: str,
-    entry: str,
-    *,
-    home: Path,
-    logs: Path,
-    placement: Placement,
-    counts: tuple[int, ...] = (1, 2, 4),
-) -> dict[str, Any]:
+def memory(bench: Bench, subject: Subject) -> dict[str, Any]:
     """Resident memory (whole process trees) of N replicas, both ways."""
+    model, entry, counts = subject.name, subject.entry, bench.plan.memory_counts
+    home, logs, placement = bench.home, bench.logs, bench.placement
     env = _env(home)
     ref = f"{model}@production"
     top = max(counts)

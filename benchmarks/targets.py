@@ -7,10 +7,11 @@ Every target is a context manager: its processes run in their own sessions and a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,41 @@ def process(args: list[str], ready: str, log: Path, env: dict[str, str]) -> Iter
         kill(proc)
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What starting one architecture needs: its model, environment, port and logs."""
+
+    name: str
+    model: str
+    entry: str
+    env: dict[str, str]
+    port: int
+    logs: Path
+    placement: Placement
+    home: Path
+    concurrency: int | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@production"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.logs / f"{self.model}-{self.name}.log"
+
+    def run(self, stack: contextlib.ExitStack, args: list[str], ready: str, **env: str) -> int:
+        """Start `args` on the servers' cores; its pid once `ready` answers 200."""
+        environ = {**self.env, **env}
+        return stack.enter_context(process(self.placement.server(args), ready, self.log, environ))
+
+
+P2P = [sys.executable, "-m", "proto2prod.cli"]
+
+
 @contextlib.contextmanager
 def start(
     name: str,
@@ -90,7 +126,9 @@ def start(
     `entry` is its definition, for the in-process prototype. `concurrency` is the remote
     front end's Gradio queue limit (None: its default, 0: no limit); `device` and `half`
     go to every server that runs the model (PROTO2PROD_DEVICE, PROTO2PROD_HALF)."""
-    ref = f"{model}@production"
+    starter = STARTERS.get(name)
+    if starter is None:
+        raise ValueError(f"unknown architecture {name!r}")
     env = {
         **os.environ,
         "PROTO2PROD_HOME": str(home),
@@ -100,88 +138,71 @@ def start(
         "GRADIO_ANALYTICS_ENABLED": "False",
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         "PROTO2PROD_HALF": "1" if half else "0",
+        **({"PROTO2PROD_DEVICE": device} if device else {}),
     }
-    if device:
-        env["PROTO2PROD_DEVICE"] = device
     env.pop("MLFLOW_TRACKING_URI", None)
-    py = sys.executable
-    p2p = [py, "-m", "proto2prod.cli"]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = logs / f"{model}-{name}.log"
+    launch = Launch(name, model, entry, env, free_port(), logs, placement, home, concurrency)
     with contextlib.ExitStack() as stack:
-        if name in ("service", "decoupled"):
-            svc_port = port if name == "service" else free_port()
-            svc_url = f"http://127.0.0.1:{svc_port}"
-            args = placement.server([*p2p, "serve", ref, "--port", str(svc_port)])
-            pid = stack.enter_context(
-                process(args, f"{svc_url}/readyz", logs / f"{model}-{name}-service.log", env)
-            )
-            if name == "service":
-                yield Target(name, url, "json", "/predict", "/livez", {"service": pid})
-                return
-            queue = [] if concurrency is None else ["--concurrency", str(concurrency)]
-            args = placement.server(
-                [*p2p, "prototype", "--backend", svc_url, "--port", str(port), *queue]
-            )
-            ui = stack.enter_context(process(args, url, log, env))
-            yield Target(name, url, "gradio", "predict", "/", {"front end": ui, "service": pid})
-            return
-        if name == "prototype":
-            args = placement.server(
-                [
-                    *p2p,
-                    "prototype",
-                    entry,
-                    "--model",
-                    ref,
-                    "--port",
-                    str(port),
-                ]
-            )
-            pid = stack.enter_context(process(args, url, log, env))
-            yield Target(name, url, "gradio", "predict", "/", {"server": pid})
-            return
-        if name in ("gradio", "asgi"):
-            args = placement.server(
-                [py, "-m", "proto2prod.benchmarks.apps.model_app", name, ref, str(port)]
-            )
-            ready = url if name == "gradio" else f"{url}/health"
-            pid = stack.enter_context(process(args, ready, log, env))
-            if name == "gradio":
-                yield Target(name, url, "gradio", "predict", "/", {"server": pid})
-            else:
-                yield Target(name, url, "json", "/predict", "/health", {"server": pid})
-            return
-        if name == "bentoml-batchable":
-            env["PROTO2PROD_BENCH_REF"] = ref
-            service = "proto2prod.benchmarks.apps.bentoml_batchable:Batchable"
-            args = placement.server(
-                [str(BIN / "bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(port)]
-            )
-            pid = stack.enter_context(process(args, f"{url}/readyz", log, env))
-            yield Target(name, url, "json", "/predict", "/livez", {"server": pid})
-            return
-        if name == "mlflow":
-            env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
-            args = placement.server(
-                [
-                    str(BIN / "mlflow"),
-                    "models",
-                    "serve",
-                    "-m",
-                    f"models:/{ref}",
-                    "--env-manager",
-                    "local",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "-w",
-                    "1",
-                ]
-            )
-            pid = stack.enter_context(process(args, f"{url}/ping", log, env))
-            yield Target(name, url, "json", "/invocations", "/ping", {"server": pid})
-            return
-        raise ValueError(f"unknown architecture {name!r}")
+        yield starter(launch, stack)
+
+
+def _service(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    args = [*P2P, "serve", launch.ref, "--port", str(launch.port)]
+    pid = launch.run(stack, args, f"{launch.url}/readyz")
+    return Target(launch.name, launch.url, "json", "/predict", "/livez", {"service": pid})
+
+
+def _decoupled(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    """The prototype in remote mode in front of the service."""
+    svc = dataclasses.replace(launch, name="decoupled-service", port=free_port())
+    service = _service(svc, stack)
+    queue = [] if launch.concurrency is None else ["--concurrency", str(launch.concurrency)]
+    args = [*P2P, "prototype", "--backend", svc.url, "--port", str(launch.port), *queue]
+    ui = launch.run(stack, args, launch.url)
+    roles = {"front end": ui, "service": service.processes["service"]}
+    return Target(launch.name, launch.url, "gradio", "predict", "/", roles)
+
+
+def _prototype(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    args = [*P2P, "prototype", launch.entry, "--model", launch.ref, "--port", str(launch.port)]
+    pid = launch.run(stack, args, launch.url)
+    return Target(launch.name, launch.url, "gradio", "predict", "/", {"server": pid})
+
+
+def _model_app(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    """The peers in benchmarks/apps/model_app.py: Gradio's defaults, plain ASGI, bare."""
+    app = [sys.executable, "-m", "proto2prod.benchmarks.apps.model_app"]
+    args = [*app, launch.name, launch.ref, str(launch.port)]
+    if launch.name == "gradio":
+        pid = launch.run(stack, args, launch.url)
+        return Target(launch.name, launch.url, "gradio", "predict", "/", {"server": pid})
+    pid = launch.run(stack, args, f"{launch.url}/health")
+    return Target(launch.name, launch.url, "json", "/predict", "/health", {"server": pid})
+
+
+def _batchable(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    service = "proto2prod.benchmarks.apps.bentoml_batchable:Batchable"
+    args = [str(BIN / "bentoml"), "serve", service, "--host", "127.0.0.1"]
+    args += ["--port", str(launch.port)]
+    pid = launch.run(stack, args, f"{launch.url}/readyz", PROTO2PROD_BENCH_REF=launch.ref)
+    return Target(launch.name, launch.url, "json", "/predict", "/livez", {"server": pid})
+
+
+def _mlflow(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    args = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{launch.ref}"]
+    args += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(launch.port), "-w", "1"]
+    tracking = f"sqlite:///{launch.home / 'mlflow.db'}"
+    pid = launch.run(stack, args, f"{launch.url}/ping", MLFLOW_TRACKING_URI=tracking)
+    return Target(launch.name, launch.url, "json", "/invocations", "/ping", {"server": pid})
+
+
+STARTERS: dict[str, Callable[[Launch, contextlib.ExitStack], Target]] = {
+    "service": _service,
+    "decoupled": _decoupled,
+    "prototype": _prototype,
+    "gradio": _model_app,
+    "asgi": _model_app,
+    "bentoml-batchable": _batchable,
+    "mlflow": _mlflow,
+}
+"""How each architecture starts (benchmarks/plan.py lists them for the CLI)."""

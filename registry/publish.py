@@ -24,7 +24,7 @@ from proto2prod.definition import Definition
 from proto2prod.errors import InvalidWeights, RegistryError
 from proto2prod.fields import Record
 from proto2prod.model import Model, Trained
-from proto2prod.registry.client import NOT_FOUND_CODES, TAG, Registry, _mlflow_error
+from proto2prod.registry.client import NOT_FOUND_CODES, TAG, Registry, mlflow_error
 from proto2prod.registry.reference import check_alias
 
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
@@ -107,88 +107,110 @@ def publish(
     `origin` says where the weights came from, recorded as `proto2prod.origin.*` tags:
     `{"by": "train"}` by default, `register` adds the weights file and its sha256.
     """
-    import mlflow
-
-    from proto2prod.weights import save_safetensors
-
     model = definition.model
     if alias is not None:
         check_alias(alias)
     check_weights(model, trained.weights)  # before anything is written to the registry
-
-    client = registry.client
     experiment_id = experiment_for(registry, model.name)
     with tempfile.TemporaryDirectory(prefix="proto2prod-publish-") as tmp:
-        files = {
-            WEIGHTS: Path(tmp, WEIGHTS),
-            DEFINITION: Path(tmp, DEFINITION),
-            REFERENCE: Path(tmp, REFERENCE),
-        }
-        save_safetensors(trained.weights, files[WEIGHTS])
-        files[DEFINITION].write_text(definition.source)
-        files[REFERENCE].write_text(json.dumps(_reference(model, trained)))
+        files = _write_files(definition, trained, Path(tmp))
         # Only what is verified when read: the service and the cache check the weights and
         # the reference statistics (registry/cache.py); the logged definition is for
         # MLflow's own tools only.
         digests = {name: sha256_file(files[name]) for name in (WEIGHTS, REFERENCE)}
-        spec = model.spec()
-        named = isinstance(model.inputs, Record)
-        tags = {
-            f"{TAG}.entry": definition.entry,
-            f"{TAG}.spec": json.dumps(spec, sort_keys=True),
-            **{f"{TAG}.origin.{k}": v for k, v in (origin or {"by": "train"}).items()},
-            **{f"{TAG}.sha256.{name}": digest for name, digest in digests.items()},
-        }
-        commit = _git_commit(source_path.parent if source_path else Path.cwd())
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-
+        tags = _tags(definition, digests, origin, source_path)
         with registry.errors(f"publishing {model.name}"), registry.quiet(), registry.fluent():
-            with mlflow.start_run(experiment_id=experiment_id, run_name=model.name) as run:
-                mlflow.set_tags(tags)
-                mlflow.log_params({k: str(v)[:500] for k, v in trained.params.items()})
-                mlflow.log_metrics(trained.metrics)
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(NAMED_ENTRY if named else ENTRY),
-                    signature=_named_signature(model) if named else None,
-                    artifacts={
-                        "weights": str(files[WEIGHTS]),
-                        "definition": str(files[DEFINITION]),
-                        "reference": str(files[REFERENCE]),
-                    },
-                    input_example=model.examples()[:1],
-                    pip_requirements=_pip_requirements(),
-                    metadata={
-                        "proto2prod": {
-                            "entry": definition.entry,
-                            "spec": spec,
-                            "schema": {
-                                "inputs": model.inputs.json_schema(),
-                                "outputs": model.outputs.json_schema(),
-                            },
-                            "sha256": digests,
-                        }
-                    },
-                )
+            run_id, info = _log_run(definition, trained, files, digests, tags, experiment_id)
             try:
-                mv = _register(registry, model.name, info, run.info.run_id, tags)
+                mv = _register(registry, model.name, info, run_id, tags)
             except BaseException:  # no version: leave no run behind that looks like one
                 with contextlib.suppress(Exception):
-                    client.delete_run(run.info.run_id)
+                    registry.client.delete_run(run_id)
                 raise
     version = str(mv.version)
     if alias is not None:
-        try:
-            registry.promote(model.name, version, alias)
-        except Exception as exc:  # whatever failed, undo the version, then re-raise
-            # Leave no version behind that the caller was told failed.
-            with registry.errors(f"removing half-registered {model.name}/{version}"):
-                client.delete_model_version(model.name, version)
-            if isinstance(exc, RegistryError):
-                raise
-            raise RegistryError(f"setting alias '{alias}' failed: {exc}") from exc
-    return Published(name=model.name, version=version, run_id=run.info.run_id, alias=alias)
+        _set_alias_or_undo(registry, model.name, version, alias)
+    return Published(name=model.name, version=version, run_id=run_id, alias=alias)
+
+
+def _write_files(definition: Definition, trained: Trained, folder: Path) -> dict[str, Path]:
+    """The version's artifacts: safetensors weights, the definition, reference statistics."""
+    from proto2prod.weights import save_safetensors
+
+    files = {name: folder / name for name in (WEIGHTS, DEFINITION, REFERENCE)}
+    save_safetensors(trained.weights, files[WEIGHTS])
+    files[DEFINITION].write_text(definition.source)
+    files[REFERENCE].write_text(json.dumps(_reference(definition.model, trained)))
+    return files
+
+
+def _tags(
+    definition: Definition,
+    digests: Mapping[str, str],
+    origin: Mapping[str, str] | None,
+    source_path: Path | None,
+) -> dict[str, str]:
+    tags = {
+        f"{TAG}.entry": definition.entry,
+        f"{TAG}.spec": json.dumps(definition.model.spec(), sort_keys=True),
+        **{f"{TAG}.origin.{k}": v for k, v in (origin or {"by": "train"}).items()},
+        **{f"{TAG}.sha256.{name}": digest for name, digest in digests.items()},
+    }
+    commit = _git_commit(source_path.parent if source_path else Path.cwd())
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _log_run(
+    definition: Definition,
+    trained: Trained,
+    files: Mapping[str, Path],
+    digests: Mapping[str, str],
+    tags: Mapping[str, str],
+    experiment_id: str,
+) -> tuple[str, Any]:
+    """One MLflow run with the params, metrics and the pyfunc model: (run id, model info)."""
+    import mlflow
+
+    model = definition.model
+    named = isinstance(model.inputs, Record)
+    metadata = {
+        "entry": definition.entry,
+        "spec": model.spec(),
+        "schema": {"inputs": model.inputs.json_schema(), "outputs": model.outputs.json_schema()},
+        "sha256": dict(digests),
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=model.name) as run:
+        mlflow.set_tags(dict(tags))
+        mlflow.log_params({k: str(v)[:500] for k, v in trained.params.items()})
+        mlflow.log_metrics(trained.metrics)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(NAMED_ENTRY if named else ENTRY),
+            signature=_named_signature(model) if named else None,
+            artifacts={
+                "weights": str(files[WEIGHTS]),
+                "definition": str(files[DEFINITION]),
+                "reference": str(files[REFERENCE]),
+            },
+            input_example=model.examples()[:1],
+            pip_requirements=_pip_requirements(),
+            metadata={"proto2prod": metadata},
+        )
+    return run.info.run_id, info
+
+
+def _set_alias_or_undo(registry: Registry, name: str, version: str, alias: str) -> None:
+    try:
+        registry.promote(name, version, alias)
+    except Exception as exc:  # whatever failed, undo the version, then re-raise
+        # Leave no version behind that the caller was told failed.
+        with registry.errors(f"removing half-registered {name}/{version}"):
+            registry.client.delete_model_version(name, version)
+        if isinstance(exc, RegistryError):
+            raise
+        raise RegistryError(f"setting alias '{alias}' failed: {exc}") from exc
 
 
 def _named_signature(model: Model) -> Any:
@@ -221,12 +243,12 @@ def _register(registry: Registry, name: str, info: Any, run_id: str, tags: dict[
     client = registry.client
     try:
         client.get_registered_model(name)
-    except _mlflow_error() as exc:
+    except mlflow_error() as exc:
         if getattr(exc, "error_code", "") not in NOT_FOUND_CODES:
             raise
         try:
             client.create_registered_model(name, description=f"proto2prod model '{name}'")
-        except _mlflow_error() as race:  # another first publish created it meanwhile: fine
+        except mlflow_error() as race:  # another first publish created it meanwhile: fine
             if getattr(race, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
     return client.create_model_version(
@@ -247,7 +269,7 @@ def experiment_for(registry: Registry, name: str) -> str:
             location = (registry.settings.artifact_root / name).as_uri()
         try:
             return str(client.create_experiment(experiment_name, artifact_location=location))
-        except _mlflow_error():
+        except mlflow_error():
             # Another first publish created it meanwhile (MLflow reports that as its SQL
             # store's integrity error): use theirs; if there is none, the error was other.
             found = client.get_experiment_by_name(experiment_name)

@@ -54,15 +54,40 @@ def routes(
     """`service()` is the running service once BentoML has made it (None before). With API
     keys configured, `/metadata` needs a key and `/admin/reload` an admin key (or the admin
     token); the webhook receiver is authenticated by its signature instead."""
-    seen = webhooks.SeenDeliveries()
-    checks: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
+    handlers = Routes(service, admin_token, webhook_secret, keys)
+    return Starlette(
+        routes=[
+            Route("/docs", handlers.docs, methods=["GET"]),
+            Route("/metadata", handlers.metadata, methods=["GET"]),
+            Route("/admin/reload", handlers.admin_reload, methods=["POST"]),
+            Route("/admin/registry-events", handlers.registry_event, methods=["POST"]),
+        ]
+    )
 
-    async def metadata(request: Request) -> JSONResponse:
+
+class Routes:
+    """The handlers, with what they share: the service, the secrets and the deliveries seen."""
+
+    def __init__(
+        self,
+        service: Callable[[], Served | None],
+        admin_token: str | None,
+        webhook_secret: str | None,
+        keys: KeyStore,
+    ) -> None:
+        self.service = service
+        self.admin_token = admin_token
+        self.webhook_secret = webhook_secret
+        self.keys = keys
+        self.seen = webhooks.SeenDeliveries()
+        self.checks: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
+
+    async def metadata(self, request: Request) -> JSONResponse:
         try:
-            keys.check(request.headers.get("authorization"), "predict")
+            self.keys.check(request.headers.get("authorization"), "predict")
         except Refused as refused:
             return error_response(refused)
-        current = service()
+        current = self.service()
         if current is None:
             return error_response(NotReady("the service is starting"))
         rollout = current.rollout.metadata() if current.rollout is not None else None
@@ -71,13 +96,13 @@ def routes(
             {**found, "rollout": rollout, "drift": current.drift_report(), "server": current.server}
         )
 
-    async def registry_event(request: Request) -> JSONResponse:
+    async def registry_event(self, request: Request) -> JSONResponse:
         """An MLflow webhook delivery: verified, then the poll's check for the alias, now.
 
         Answered before the check runs (202): MLflow waits for the answer with a timeout
         and retries on errors; the check (download, verify, warm-up) may take longer.
         """
-        if webhook_secret is None:
+        if self.webhook_secret is None:
             return error_response(
                 AdminDisabled(
                     "set PROTO2PROD_WEBHOOK_SECRET (the secret given to proto2prod webhook "
@@ -86,29 +111,26 @@ def routes(
             )
         body = await request.body()
         try:
-            delivery = webhooks.verify(request.headers, body, webhook_secret)
+            delivery = webhooks.verify(request.headers, body, self.webhook_secret)
             event = webhooks.parse(delivery, body)
         except Refused as refused:
             log.warning("refused a registry event: %s", refused)
             return error_response(refused)
-        current = service()
+        current = self.service()
         if event is None:
             return JSONResponse({"accepted": False, "reason": "not an alias event"})
-        if not seen.first_time(delivery):
+        if not self.seen.first_time(delivery):
             return JSONResponse({"accepted": False, "reason": f"delivery {delivery} seen"})
         if current is None:
             return error_response(NotReady("the service is starting; the poll will catch up"))
+        return self._act_on(current, event)
+
+    def _act_on(self, current: Served, event: webhooks.AliasEvent) -> JSONResponse:
         runtime = current.runtimes().get(event.alias)
         if runtime is None or event.name != runtime.ref.name:
-            return JSONResponse(
-                {
-                    "accepted": False,
-                    "reason": (
-                        f"{event.name}@{event.alias} is not followed here "
-                        f"({', '.join(str(r.ref) for r in current.runtimes().values())})"
-                    ),
-                }
-            )
+            followed = ", ".join(str(r.ref) for r in current.runtimes().values())
+            reason = f"{event.name}@{event.alias} is not followed here ({followed})"
+            return JSONResponse({"accepted": False, "reason": reason})
         log.info(
             "registry event %s: %s@%s -> %s; checking now",
             event.event,
@@ -117,34 +139,15 @@ def routes(
             event.version,
         )
         task = asyncio.create_task(current.check_now(event.alias))
-        checks.add(task)
-        task.add_done_callback(checks.discard)
+        self.checks.add(task)
+        task.add_done_callback(self.checks.discard)
         return JSONResponse({"accepted": True, "checking": str(runtime.ref)}, status_code=202)
 
-    async def admin_reload(request: Request) -> JSONResponse:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        # compare_digest either way: how long the check takes says nothing about the token
-        token_ok = (
-            admin_token is not None
-            and scheme.lower() == "bearer"  # RFC 7235: the scheme is case-insensitive
-            and hmac.compare_digest(given.strip().encode(), admin_token.encode())
-        )
-        if not token_ok:
-            if admin_token is None and not keys.enabled:
-                return error_response(
-                    AdminDisabled(
-                        "set PROTO2PROD_ADMIN_TOKEN, or create an admin key (proto2prod keys "
-                        "create NAME --scope admin), to enable /admin/reload"
-                    )
-                )
-            if not keys.enabled:
-                return error_response(Unauthorized("send Authorization: Bearer <admin token>"))
-            try:
-                keys.check(header, "admin")
-            except Refused as refused:
-                return error_response(refused)
-        current = service()
+    async def admin_reload(self, request: Request) -> JSONResponse:
+        refused = self._admin_refusal(request.headers.get("authorization", ""))
+        if refused is not None:
+            return error_response(refused)
+        current = self.service()
         if current is None:
             return error_response(NotReady("the service is starting"))
         try:
@@ -153,15 +156,30 @@ def routes(
             return error_response(exc)
         return JSONResponse(result)
 
-    async def docs(request: Request) -> RedirectResponse:
+    def _admin_refusal(self, header: str) -> Refused | None:
+        """Why `header` may not reload (None: it may): the admin token, else an admin key."""
+        scheme, _, given = header.partition(" ")
+        # compare_digest either way: how long the check takes says nothing about the token
+        token_ok = (
+            self.admin_token is not None
+            and scheme.lower() == "bearer"  # RFC 7235: the scheme is case-insensitive
+            and hmac.compare_digest(given.strip().encode(), self.admin_token.encode())
+        )
+        if token_ok:
+            return None
+        if self.admin_token is None and not self.keys.enabled:
+            return AdminDisabled(
+                "set PROTO2PROD_ADMIN_TOKEN, or create an admin key (proto2prod keys "
+                "create NAME --scope admin), to enable /admin/reload"
+            )
+        if not self.keys.enabled:
+            return Unauthorized("send Authorization: Bearer <admin token>")
+        try:
+            self.keys.check(header, "admin")
+        except Refused as refused:
+            return refused
+        return None
+
+    async def docs(self, request: Request) -> RedirectResponse:
         """BentoML's Swagger UI is at `/`; `/docs` is where people look for it."""
         return RedirectResponse("/", status_code=307)
-
-    return Starlette(
-        routes=[
-            Route("/docs", docs, methods=["GET"]),
-            Route("/metadata", metadata, methods=["GET"]),
-            Route("/admin/reload", admin_reload, methods=["POST"]),
-            Route("/admin/registry-events", registry_event, methods=["POST"]),
-        ]
-    )

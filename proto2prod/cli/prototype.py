@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from proto2prod.cli.output import console, user_errors
 from proto2prod.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from proto2prod.settings import PrototypeSettings
 
 
 def prototype(
@@ -49,30 +51,14 @@ def prototype(
     batch_size: Annotated[int | None, typer.Option(help="Gradio max_batch_size.")] = None,
 ) -> None:
     """Run a Gradio or Streamlit app for a model: in-process, or in front of the service."""
-    import os
-    import sys
-
     with user_errors():
-        from proto2prod.errors import MissingExtra
-        from proto2prod.settings import PrototypeSettings, Settings
+        from proto2prod.extras import check_installed
+        from proto2prod.settings import PrototypeSettings
 
-        if ui not in ("gradio", "streamlit"):
-            raise InvalidArgument(f"--ui {ui!r}: choose gradio or streamlit")
+        credentials = _checked(ui, model_file, model, train, weights, backend, share, auth)
         if concurrency is not None and concurrency < 0:
             raise InvalidArgument(f"--concurrency {concurrency}: give 1 or more, or 0 for no limit")
-        if backend is None and model_file is None:
-            raise InvalidArgument("give a MODEL_FILE to run in-process, or --backend URL")
-        if sum(map(bool, (model, train, weights))) > 1:
-            raise InvalidArgument("--model, --weights and --train each say where weights come from")
-        if share and ui == "gradio" and not auth:
-            raise InvalidArgument(
-                "--share publishes the app on the internet: add --auth USER:PASSWORD"
-            )
-        credentials = tuple(auth.split(":", 1)) if auth else None
-        if credentials is not None and len(credentials) != 2:
-            raise InvalidArgument("--auth must be USER:PASSWORD")
-        if importlib.util.find_spec(ui) is None:
-            raise MissingExtra(ui, "ui")
+        check_installed(ui)
         config = PrototypeSettings(
             definition=None if backend else model_file,
             model=model,
@@ -80,37 +66,10 @@ def prototype(
             backend=backend,
         )
         if ui == "streamlit":
-            args = [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                _streamlit_script(),
-                "--server.address",
-                host,
-                "--server.port",
-                str(port or 8501),
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-                "--client.showErrorDetails",
-                "false",
-                "--server.maxUploadSize",
-                "10",
-            ]
-            os.execvpe(args[0], args, {**os.environ, **config.environ()})
-        from proto2prod.prototype import gradio_app
-        from proto2prod.prototype.backends import in_process, remote
+            _exec_streamlit(config, host, port or 8501)
+        app_, title = _gradio_app(config, weights, concurrency, batch_size)
+    from proto2prod.prototype import gradio_app
 
-        if backend:
-            runner, spec = remote(backend)
-        else:
-            assert model_file is not None
-            runner, spec = in_process(
-                model_file, model_ref=model, weights=weights, settings=Settings.from_env()
-            )
-        app_ = gradio_app.build(spec, runner, concurrency=concurrency, batch_size=batch_size)
     url = gradio_app.launch(
         app_,
         host=host,
@@ -120,11 +79,72 @@ def prototype(
         block=False,  # type: ignore[arg-type]
     )
     where = f"the service at {backend}" if backend else "the model in-process"
-    console.print(f"{spec.title}: {url} (answers from {where}); Ctrl-C stops it")
+    console.print(f"{title}: {url} (answers from {where}); Ctrl-C stops it")
     try:
         app_.block_thread()
     except KeyboardInterrupt:
         app_.close()
+
+
+def _checked(
+    ui: str,
+    model_file: str | None,
+    model: str | None,
+    train: bool,
+    weights: Path | None,
+    backend: str | None,
+    share: bool,
+    auth: str | None,
+) -> tuple[str, str] | None:
+    """The options that cannot go together, refused in one line each; the --auth pair."""
+    if ui not in ("gradio", "streamlit"):
+        raise InvalidArgument(f"--ui {ui!r}: choose gradio or streamlit")
+    if backend is None and model_file is None:
+        raise InvalidArgument("give a MODEL_FILE to run in-process, or --backend URL")
+    if sum(map(bool, (model, train, weights))) > 1:
+        raise InvalidArgument("--model, --weights and --train each say where weights come from")
+    if share and ui == "gradio" and not auth:
+        raise InvalidArgument("--share publishes the app on the internet: add --auth USER:PASSWORD")
+    if auth is None:
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep:
+        raise InvalidArgument("--auth must be USER:PASSWORD")
+    return user, password
+
+
+def _exec_streamlit(config: PrototypeSettings, host: str, port: int) -> NoReturn:
+    """Streamlit runs the app as a script in its own process: the settings go by environment."""
+    import os
+    import sys
+
+    args = [sys.executable, "-m", "streamlit", "run", _streamlit_script()]
+    args += ["--server.address", host, "--server.port", str(port), "--server.headless", "true"]
+    args += ["--browser.gatherUsageStats", "false", "--client.showErrorDetails", "false"]
+    args += ["--server.maxUploadSize", "10"]
+    os.execvpe(args[0], args, {**os.environ, **config.environ()})
+
+
+def _gradio_app(
+    config: PrototypeSettings,
+    weights: Path | None,
+    concurrency: int | None,
+    batch_size: int | None,
+) -> tuple[Any, str]:
+    """The Gradio app (not launched yet) and its title."""
+    from proto2prod.prototype import gradio_app
+    from proto2prod.prototype.backends import in_process, remote
+    from proto2prod.settings import Settings
+
+    if config.backend:
+        runner, spec = remote(config.backend)
+    else:
+        assert config.definition is not None
+        runner, spec = in_process(
+            config.definition, model_ref=config.model, weights=weights, settings=Settings.from_env()
+        )
+    app_ = gradio_app.build(spec, runner, concurrency=concurrency, batch_size=batch_size)
+    return app_, spec.title
 
 
 def _streamlit_script() -> str:
