@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from proto2prod.errors import CacheUnavailable, IntegrityError
-from proto2prod.registry.client import Registry, VersionInfo, mlflow_error, unreachable
+from proto2prod.registry.client import Registry, VersionInfo
+from proto2prod.registry.failures import mlflow_error, unreachable
 from proto2prod.registry.publish import REFERENCE, WEIGHTS, sha256_file
 from proto2prod.registry.reference import ModelRef
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proto2prod.errors import ModelNotFound, RegistryBusy, RegistryError, RegistryUnavailable
+from proto2prod.registry.failures import NOT_FOUND_CODES, mlflow_error, sqlite_busy, unreachable
+from proto2prod.registry.locks import alias_lock
 from proto2prod.registry.reference import ModelRef, check_alias
 from proto2prod.settings import Settings
 
@@ -27,33 +29,6 @@ if TYPE_CHECKING:
 TAG = "proto2prod"
 HISTORY_KEEP = 50
 LOG_KEEP = 30  # a tag value holds a few kB; 30 moves of ~90 characters fit
-
-
-def mlflow_error() -> type[Exception]:
-    """MLflow's exception class, imported when an `except` clause needs it."""
-    from mlflow.exceptions import MlflowException
-
-    return MlflowException
-
-
-NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
-
-
-def unreachable(exc: BaseException) -> bool:
-    """MLflow failed to reach the tracking server (refused, timed out, retries spent).
-
-    MLflow's REST client raises its own exception over the `requests` one (as cause or
-    context), so the chain is walked for that rather than the message matched.
-    """
-    import requests
-
-    gone = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, gone):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _aliases_of(aliases: dict[str, Any]) -> dict[str, list[str]]:
@@ -77,76 +52,6 @@ def _moves(tags: dict[str, str], alias: str) -> list[dict[str, str | None]]:
     before moves were recorded whole is a list of versions (their targets unknown: None)."""
     recorded = json.loads(tags.get(history_tag(alias), "[]"))
     return [m if isinstance(m, dict) else {"from": str(m), "to": None} for m in recorded]
-
-
-def _sqlite_busy(exc: BaseException | None) -> bool:
-    """SQLite's "database is locked" (SQLITE_BUSY/LOCKED), by its error code, also wrapped."""
-    import sqlite3
-
-    while exc is not None:
-        if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in (
-            sqlite3.SQLITE_BUSY,
-            sqlite3.SQLITE_LOCKED,
-        ):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def registry_identity(uri: str) -> str:
-    """One name per registry, however its URI is spelled: a SQLite file by its resolved
-    path (`.../mlflow.db`, `..././mlflow.db` and a symlink to it are one file), a server by
-    its normalised URL (scheme and host in lower case, the default port dropped, no
-    trailing slash)."""
-    import os
-    from urllib.parse import urlsplit
-
-    if uri.startswith("sqlite:///"):
-        return "sqlite:" + os.path.realpath(uri[len("sqlite:///") - 1 :].split("?")[0])
-    parts = urlsplit(uri)
-    if parts.scheme in ("http", "https") and parts.hostname:
-        default = {"http": 80, "https": 443}[parts.scheme]
-        port = f":{parts.port}" if parts.port and parts.port != default else ""
-        path = parts.path.rstrip("/")
-        return f"{parts.scheme}://{parts.hostname.lower()}{port}{path}"
-    if parts.scheme in ("", "file"):
-        return "file:" + os.path.realpath(parts.path or uri)
-    return uri
-
-
-@contextlib.contextmanager
-def alias_lock(uri: str, name: str, alias: str, timeout_s: float = 60) -> Iterator[None]:
-    """This host's exclusive lock on moving `name@alias` in the registry at `uri`.
-
-    MLflow has no compare-and-set: this serialises every process on one host (the usual
-    case: a CI runner, an operator's machine). Moves racing from two hosts are caught later
-    (rollback skips a recorded move that did not happen).
-    """
-    import fcntl
-    import hashlib
-    import tempfile
-    from pathlib import Path
-
-    key = hashlib.sha256(f"{registry_identity(uri)}|{name}|{alias}".encode()).hexdigest()[:20]
-    folder = Path(tempfile.gettempdir()) / "proto2prod-locks"
-    folder.mkdir(exist_ok=True)
-    with (folder / f"{key}.lock").open("a") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RegistryError(
-                        f"another move of {name}@{alias} has held its lock for {timeout_s:.0f} s; "
-                        f"retry when it is done"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -463,7 +368,7 @@ class Registry:
                     call(*args)
                     return
                 except mlflow_error() as exc:  # MLflow wraps SQLite's busy error in its own
-                    if not _sqlite_busy(exc):
+                    if not sqlite_busy(exc):
                         raise
                     if time.monotonic() + delay > deadline:
                         raise RegistryBusy(

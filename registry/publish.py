@@ -24,7 +24,8 @@ from proto2prod.definition import Definition
 from proto2prod.errors import InvalidWeights, RegistryError
 from proto2prod.fields import Record
 from proto2prod.model import Model, Trained
-from proto2prod.registry.client import NOT_FOUND_CODES, TAG, Registry, mlflow_error
+from proto2prod.registry.client import TAG, Registry
+from proto2prod.registry.failures import NOT_FOUND_CODES, mlflow_error
 from proto2prod.registry.reference import check_alias
 
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")

@@ -60,7 +60,7 @@ def test_concurrent_promotes_are_serialised_and_each_is_recorded(five: Registry)
 
 def test_two_spellings_of_one_registry_share_one_alias_lock(five: Registry) -> None:
     """The lock is the registry's, not its URI's: `.../mlflow.db` and `..././mlflow.db`."""
-    from proto2prod.registry.client import registry_identity
+    from proto2prod.registry.locks import registry_identity
 
     home = five.settings.home
     spellings = [
