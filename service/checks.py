@@ -76,10 +76,7 @@ class RegistryChecks:
                 exc,
             )
         except Exception as exc:  # our own bug, or the user's definition: keep going
-            runtime.failures += 1
-            runtime.last_error = f"{type(exc).__name__}: {exc}"
-            if runtime.current is None:
-                runtime.not_ready_reason = f"{what} failed: {runtime.last_error}"
+            runtime.failed(what, exc)  # the runtime keeps its own error accounting
             log.exception("%s failed (%d in a row); retrying", what, runtime.failures)
 
     def close(self) -> None:

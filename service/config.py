@@ -1,7 +1,5 @@
-"""The service's configuration, read once per process from the environment.
+"""The environment the service reads its settings from (service/parts.py).
 
-BentoML reads `@bentoml.service(...)`'s options (workers, resources, timeouts) when it
-imports the service module, so the settings are read at import, here, and nowhere else.
 `proto2prod build` records the reference and the definition as the Bento's arguments,
 which BentoML restores wherever it loads the Bento, so `bentoml serve TAG` needs no
 environment; the environment still wins.
@@ -13,9 +11,6 @@ import os
 
 import bentoml
 
-from proto2prod.registry import ModelRef
-from proto2prod.settings import ServiceSettings, Settings
-
 
 def environment() -> dict[str, str]:
     """The process environment over the defaults a Bento carries."""
@@ -25,9 +20,3 @@ def environment() -> dict[str, str]:
         "PROTO2PROD_DEFINITION": args.get("definition"),
     }
     return {**{k: str(v) for k, v in defaults.items() if v}, **os.environ}
-
-
-ENVIRON = environment()
-SETTINGS = Settings.from_env(ENVIRON)
-CONFIG = ServiceSettings.from_env(ENVIRON)
-MODEL_NAME = ModelRef.parse(CONFIG.model).name

@@ -64,6 +64,7 @@ SOURCE_JUNK = (
     ".venv",
     "venv",
     "build",
+    ".typecheck",
     "dist",
     "*.egg-info",
     ".proto2prod",

@@ -153,3 +153,70 @@ async def track(
             log.warning("drift: %s", exc)
         except Exception:  # our own bug: never take the service down for it
             log.exception("drift tracking failed; it goes on")
+
+
+class DriftWatch:
+    """The service's drift check: one tracker per version answered, fed from the request
+    path (`observe`, O(1)), digested off it (`watch`), exported to `/metrics` and logged to
+    one MLflow run per version once per window."""
+
+    def __init__(self, model_name: str, model: Any, registry: Any, enabled: bool, window: int):
+        self.model_name = model_name
+        self.model = model
+        self.registry = registry
+        self.enabled = enabled
+        self.window = window
+        self.tracker: DriftTracker | None = None
+        self.note = "off (PROTO2PROD_DRIFT=0)" if not enabled else "no answers yet"
+
+    def observe(
+        self,
+        version: str,
+        reference: dict[str, Any] | None,
+        inputs: list[Any],
+        prepared: list[Any],
+        outputs: list[Any],
+    ) -> None:
+        """Queue one answered request of `version` for the drift check."""
+        if not self.enabled:
+            return
+        tracker = self.tracker
+        if tracker is None or tracker.version != version:
+            if reference is None:
+                self.tracker = None
+                self.note = (
+                    f"version {version} was published without reference statistics "
+                    f"(before proto2prod recorded them): publish it again to check drift"
+                )
+                return
+            tracker = self.tracker = DriftTracker(self.model, version, reference, self.window)
+        tracker.observe(inputs, prepared, outputs)
+
+    def report(self) -> dict[str, Any]:
+        """What `/metadata` says of drift."""
+        if self.tracker is None:
+            return {"enabled": self.enabled, "note": self.note}
+        return {"enabled": True, **self.tracker.report()}
+
+    async def watch(self) -> None:
+        """Forever (a task of the service): digest, export and log what was observed."""
+        await track(lambda: self.tracker, self._export, self._log)
+
+    def _export(self, tracker: DriftTracker, report: dict[str, Any]) -> None:
+        from proto2prod.service import metrics
+
+        psi = {name: found["psi"] for name, found in report["statistics"].items()}
+        metrics.export_drift(self.model_name, tracker.version, psi)
+        metrics.forget_dead_workers()
+
+    def _log(self, tracker: DriftTracker, report: dict[str, Any]) -> None:
+        """Once per window: PSI and KS per statistic, on one MLflow run per version."""
+        from proto2prod.registry.rollouts import RolloutRun
+
+        if tracker.run is None:
+            tracker.run = RolloutRun(
+                self.registry, self.model_name, "drift", tracker.version, "reference"
+            )
+        found = report["statistics"].items()
+        psi = {f"psi/{name}": s["psi"] for name, s in found}
+        tracker.run.log({**psi, **{f"ks_p/{name}": s["ks_p"] for name, s in found}})

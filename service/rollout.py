@@ -39,7 +39,7 @@ from proto2prod.service.http import Answer
 from proto2prod.service.predict import RequestInfo
 from proto2prod.service.runtime import Loaded, ModelRuntime
 from proto2prod.service.shadow import ShadowStats
-from proto2prod.settings import ServiceSettings, Settings
+from proto2prod.settings import ServiceSettings
 
 log = logging.getLogger("proto2prod.service")
 
@@ -53,7 +53,6 @@ class Rollout:
 
     def __init__(
         self,
-        settings: Settings,
         config: ServiceSettings,
         definition: Definition,
         registry: Registry,
@@ -74,7 +73,7 @@ class Rollout:
             config, model=f"{champion.ref.name}@{self.alias}", shadow=None, canary=None
         )
         self.runtime = ModelRuntime(
-            settings, challenger, definition, registry, worker=worker, drop_when_gone=True
+            challenger, definition, registry, worker=worker, drop_when_gone=True
         )
         self.registry = registry
         self.pair: tuple[str, str] | None = None
@@ -276,13 +275,13 @@ class Rollout:
             for run, metrics in finished:
                 run.log(metrics)
                 run.end()
-            run = self.run
-            if run is None:
+            current = self.run
+            if current is None:
                 return
             tags = {}
             if self.canary is not None and self.canary.rolled_back is not None:
                 tags[ROLLED_BACK] = self.canary.rolled_back["reason"]
-            run.log(self._metrics(), tags)
+            current.log(self._metrics(), tags)
 
     async def log_forever(self) -> None:
         """Every `shadow_log_s` (a shadow) or `canary_log_s` (a canary), until the service

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proto2prod.definition import Definition, load_definition
 from proto2prod.errors import (
@@ -38,7 +38,10 @@ from proto2prod.registry import (
     fetch,
     remember_alias,
 )
-from proto2prod.settings import ServiceSettings, Settings
+from proto2prod.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from proto2prod.predictor import Predictor  # imported when a version loads: it needs torch
 
 log = logging.getLogger("proto2prod.service")
 
@@ -59,7 +62,7 @@ def _iso(ts: float | None) -> str | None:
 class Loaded:
     """One version, loaded and warmed up. Requests hold on to the one they started with."""
 
-    predictor: Any  # proto2prod.predictor.Predictor (imported lazily: it needs torch)
+    predictor: Predictor
     info: VersionInfo
     loaded_at: float
     from_cache: bool
@@ -101,10 +104,9 @@ class ModelRuntime:
 
     def __init__(
         self,
-        settings: Settings,
         config: ServiceSettings,
         definition: Definition,
-        registry: Registry | None = None,
+        registry: Registry,
         *,
         worker: int = 1,
         drop_when_gone: bool = False,
@@ -116,7 +118,7 @@ class ModelRuntime:
         self.worker = worker
         """BentoML's worker index (1-based): which GPU this process takes."""
         self.definition = definition
-        self.registry = registry or Registry(settings)
+        self.registry = registry
         self.ref = ModelRef.parse(config.model)
         self.current: Loaded | None = None
         self.device = self._pick_device()
@@ -275,6 +277,14 @@ class ModelRuntime:
                     log.warning("%s", exc)
             self._swap(loaded)
             return self._check_result(swapped=True)
+
+    def failed(self, what: str, exc: Exception) -> None:
+        """A check that failed outside the registry's own errors (our bug, or the user's
+        definition): counted towards the back-off, said in /metadata."""
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.current is None:
+            self.not_ready_reason = f"{what} failed: {self.last_error}"
 
     def _swap(self, loaded: Loaded) -> None:
         before = self.current.version if self.current else None

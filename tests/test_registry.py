@@ -227,9 +227,7 @@ def test_the_library_leaves_its_callers_process_alone(
     registry.rollback("digits", "production")
     assert [v.version for v in registry.versions("digits")][:2] == [v2.version, v1.version]
     fetch(registry, "digits@production")
-    runtime = ModelRuntime(
-        registry.settings, ServiceSettings(model="digits@production"), digits, registry
-    )
+    runtime = ModelRuntime(ServiceSettings(model="digits@production"), digits, registry)
     runtime.start()
     assert runtime.ready and runtime.current is not None
     assert runtime.current.version == v1.version

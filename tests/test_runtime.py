@@ -27,7 +27,7 @@ def variant(tmp_path: Path, old: str, new: str) -> Definition:
 @pytest.fixture
 def runtime(embedded: Settings, digits: Definition, digits_quick: Trained) -> ModelRuntime:
     publish(Registry(embedded), digits, digits_quick, alias="production")
-    rt = ModelRuntime(embedded, ServiceSettings(model="digits@production"), digits)
+    rt = ModelRuntime(ServiceSettings(model="digits@production"), digits, Registry(embedded))
     rt.start()
     return rt
 
@@ -74,7 +74,7 @@ def test_weights_that_do_not_fit_the_installed_network_are_refused(
 def test_nothing_to_serve_is_not_ready_with_a_reason(
     embedded: Settings, digits: Definition
 ) -> None:
-    rt = ModelRuntime(embedded, ServiceSettings(model="digits@production"), digits)
+    rt = ModelRuntime(ServiceSettings(model="digits@production"), digits, Registry(embedded))
     rt.start()
     assert not rt.ready
     assert "no model named 'digits'" in (rt.metadata()["not_ready_reason"] or "")
@@ -110,13 +110,13 @@ def test_request_bounds_fit_together_or_say_which_to_change() -> None:
         config(PROTO2PROD_MAX_QUEUE="4", PROTO2PROD_MAX_ITEMS="8")
     with pytest.raises(SettingsError, match="MAX_INFLIGHT_MB=8 is less than PROTO2PROD_MAX_BODY"):
         config(PROTO2PROD_MAX_INFLIGHT_MB="8")
-    with pytest.raises(SettingsError, match="PROTO2PROD_MAX_ITEMS=0 must be >= 1"):
+    with pytest.raises(SettingsError, match="PROTO2PROD_MAX_ITEMS='0' must be >= 1"):
         config(PROTO2PROD_MAX_ITEMS="0")
     with pytest.raises(SettingsError, match="PROTO2PROD_BODY_TIMEOUT_S='0' must be > 0"):
         config(PROTO2PROD_BODY_TIMEOUT_S="0")
     # Out of range is an error, never quietly raised to the nearest allowed value.
     for key in ("MAX_QUEUE", "MAX_BATCH_SIZE", "MAX_CONCURRENCY", "WORKERS"):
-        with pytest.raises(SettingsError, match=f"PROTO2PROD_{key}=0 must be >= 1"):
+        with pytest.raises(SettingsError, match=f"PROTO2PROD_{key}='0' must be >= 1"):
             config(**{f"PROTO2PROD_{key}": "0"})
     assert config(PROTO2PROD_WORKERS="3").workers == 3
     assert config(PROTO2PROD_POLL_S="120").poll_max_s == 120  # unset: follows a long poll
@@ -259,7 +259,7 @@ def test_registry_down_and_nothing_cached_is_live_but_not_ready(
     )
     for key, value in settings.mlflow_environment().items():  # as `proto2prod serve` does
         monkeypatch.setenv(key, value)
-    rt = ModelRuntime(settings, ServiceSettings(model="digits@production"), digits)
+    rt = ModelRuntime(ServiceSettings(model="digits@production"), digits, Registry(settings))
     rt.start()
     meta = rt.metadata()
     assert not rt.ready and meta["registry_reachable"] is False
@@ -278,19 +278,20 @@ def test_cuda_asked_for_but_absent_falls_back_to_the_cpu_with_a_warning(
         pytest.skip("this machine has a GPU: the fallback cannot be observed here")
     with caplog.at_level("WARNING", logger="proto2prod.service"):
         rt = ModelRuntime(
-            embedded, ServiceSettings(model="digits@production", device="cuda"), digits
+            ServiceSettings(model="digits@production", device="cuda"), digits, Registry(embedded)
         )
     assert str(rt.device) == "cpu"
     assert "PROTO2PROD_DEVICE=cuda but CUDA is not available: using the CPU" in caplog.text
     with pytest.raises(DeviceUnavailable, match="PROTO2PROD_REQUIRE_GPU=1 but torch sees no CUDA"):
-        ModelRuntime(embedded, ServiceSettings(model="digits@production", require_gpu=True), digits)
+        required = ServiceSettings(model="digits@production", require_gpu=True)
+        ModelRuntime(required, digits, Registry(embedded))
 
 
 def test_the_poll_interval_doubles_per_failure_up_to_its_bound(
     embedded: Settings, digits: Definition
 ) -> None:
     config = ServiceSettings(model="digits@production", poll_s=1, poll_max_s=6)
-    rt = ModelRuntime(embedded, config, digits)
+    rt = ModelRuntime(config, digits, Registry(embedded))
     intervals = []
     for failures in range(6):
         rt.failures = failures

@@ -127,6 +127,12 @@ def test_metadata_and_health_routes(service: Digits) -> None:
     schemas = str(spec["components"]["schemas"])
     assert "base64 PNG/JPEG string or a nested list" in schemas  # the Image field's schema
     assert "'enum': ['0', '1', '2'" in schemas  # the Label field's classes
+    # The declaration's schemas are the fields' own: /docs cannot drift from what answers.
+    model = service.definition.model
+    found = [s for s in spec["components"]["schemas"].values() if "inputs" in s["properties"]]
+    assert [s["properties"]["inputs"]["items"] for s in found] == [model.inputs.json_schema()]
+    response = spec["components"]["schemas"]["PredictResponseIODescriptor"]["properties"]
+    assert response["outputs"]["items"] == model.outputs.json_schema()
 
 
 def test_32_concurrent_clients_are_batched(service: Digits) -> None:
