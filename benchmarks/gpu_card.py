@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,8 @@ def _precision(
     )
     results["limits"].append({"model": model, "precision": precision, "samples_per_s": limit})
     bench.say(f"{model} {precision}: the service on {device}")
-    where = {"home": bench.home, "logs": bench.logs, "placement": bench.placement}
-    with targets.start("service", model, subject.entry, **where, device=device, half=half) as t:
+    start = partial(targets.start, home=bench.home, logs=bench.logs, placement=bench.placement)
+    with start("service", model, subject.entry, device=device, half=half) as t:
         for users in plan.users:
             point = bench.measure(t, subject.payload, users=users, workers=plan.workers)
             results["runs"].append(

@@ -133,9 +133,10 @@ def _gradio_app(
 ) -> tuple[Any, str]:
     """The Gradio app (not launched yet) and its title."""
     from proto2prod.prototype import gradio_app
-    from proto2prod.prototype.backends import in_process, remote
+    from proto2prod.prototype.backends import InProcess, Remote, in_process, remote
     from proto2prod.settings import Settings
 
+    runner: InProcess | Remote
     if config.backend:
         runner, spec = remote(config.backend)
     else:
