@@ -13,7 +13,9 @@ ARCHITECTURE_ORDER = [
     "asgi",
     "mlflow",
     "bentoml-batchable",
+    "litserve",
     "decoupled",
+    "bare",
     "service",
 ]
 

@@ -35,7 +35,7 @@ class Bench:
         """Paired runs are loaded A B B A (one round each way in a quick run)."""
         return 1 if self.plan.quick else 2
 
-    def load(
+    def measure(
         self, target: Target, payload: Path, *, users: int | None = None, **extra: Any
     ) -> load.Point:
         """Locust against `target` for the plan's duration (after its warm-up)."""

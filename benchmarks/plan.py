@@ -17,6 +17,8 @@ ARCHITECTURES = [
     "service",
     "bentoml-batchable",
     "mlflow",
+    "bare",
+    "litserve",
 ]
 SCENARIOS = ["update", "memory", "queue", "shadow", "drift", "webhook"]
 EXAMPLES = models.EXAMPLES

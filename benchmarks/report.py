@@ -24,8 +24,10 @@ ARCHITECTURES_EXPLAINED = (
     "on the same uvicorn stack as the service (uvloop + httptools); `mlflow` `mlflow models "
     "serve` of the same version; `bentoml-batchable` the same model behind BentoML's own "
     "`@bentoml.api(batchable=True)`; `service` the proto2prod BentoML service called "
-    "directly; `decoupled` the prototype in remote mode in front of the service. Gradio apps "
-    "are called as their page calls them (upload, then the queued route)."
+    "directly; `decoupled` the prototype in remote mode in front of the service; `bare` raw "
+    "ASGI and an asyncio micro-batcher (32 items, 1 ms) around MLflow's pyfunc of the same "
+    "version, the service's own overhead's reference; `litserve` LitServe around the same "
+    "pyfunc. Gradio apps are called as their page calls them (upload, then the queued route)."
 )
 
 

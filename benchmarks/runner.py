@@ -6,6 +6,7 @@ each architecture and every ratio uses that adjacent figure (all of them are kep
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -146,6 +147,9 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
             for arch in plan.architectures:
                 if arch in IMAGE_ONLY and not plan.images(model):
                     say(f"{model}: skipping {arch} (it is called through an image upload)")
+                    continue
+                if arch == "litserve" and importlib.util.find_spec("litserve") is None:
+                    say(f"{model}: skipping litserve (not installed: pip install litserve)")
                     continue
                 _measure_architecture(bench, subject, arch, results, out)
             _scenarios(bench, subject, results)

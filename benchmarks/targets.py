@@ -180,6 +180,17 @@ def _model_app(launch: Launch, stack: contextlib.ExitStack) -> Target:
     return Target(launch.name, launch.url, "json", "/predict", "/health", {"server": pid})
 
 
+def _pyfunc_app(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    """`bare` (raw ASGI + an asyncio micro-batcher) and `litserve`, each around MLflow's
+    own pyfunc of the version (benchmarks/apps/bare.py, litserve_app.py)."""
+    module = {"bare": "bare", "litserve": "litserve_app"}[launch.name]
+    args = [sys.executable, "-m", f"proto2prod.benchmarks.apps.{module}"]
+    args += [launch.ref, str(launch.port)]
+    tracking = f"sqlite:///{launch.home / 'mlflow.db'}"
+    pid = launch.run(stack, args, f"{launch.url}/health", MLFLOW_TRACKING_URI=tracking)
+    return Target(launch.name, launch.url, "json", "/predict", "/health", {"server": pid})
+
+
 def _batchable(launch: Launch, stack: contextlib.ExitStack) -> Target:
     service = "proto2prod.benchmarks.apps.bentoml_batchable:Batchable"
     args = [str(BIN / "bentoml"), "serve", service, "--host", "127.0.0.1"]
@@ -204,5 +215,7 @@ STARTERS: dict[str, Callable[[Launch, contextlib.ExitStack], Target]] = {
     "asgi": _model_app,
     "bentoml-batchable": _batchable,
     "mlflow": _mlflow,
+    "bare": _pyfunc_app,
+    "litserve": _pyfunc_app,
 }
 """How each architecture starts (benchmarks/plan.py lists them for the CLI)."""

@@ -19,8 +19,12 @@ class Targets:
         ("mlflow", 2.5),
         ("asgi", 1.5),
         ("bentoml-batchable", 1.2),
+        ("litserve", 1.0),
     )
     """(architecture, factor): the service serves at least factor x its req/s."""
+    bare_share: tuple[tuple[str, float], ...] = (("digits", 0.85), ("heavy", 0.95))
+    """(model, share): the service's req/s over a bare server's around the same version
+    (its own overhead: limits, auth, metrics, per-item errors); other models: 0.85."""
     tail_ratio: float = 1.5
     """Service p99 over p50."""
     light_p99_ms: float = 50.0
@@ -161,6 +165,7 @@ def _throughput(
                 _loadgen_reason(service),
             )
         )
+    out += _against_bare(results, model, users, service, t)
     if service["p50_ms"]:
         tail = service["p99_ms"] / service["p50_ms"]
         out.append(
@@ -183,6 +188,25 @@ def _throughput(
         )
     )
     return out
+
+
+def _against_bare(
+    results: dict[str, Any], model: str, users: int, service: dict[str, Any], t: Targets
+) -> list[Verdict]:
+    bare = run_row(results, model, "bare", users)
+    if bare is None:
+        return []
+    share = dict(t.bare_share).get(model, 0.85)
+    ratio = service["rps"] / bare["rps"] if bare["rps"] else float("inf")
+    return [
+        Verdict(
+            f"{model}, {users} users: what the service adds to a request leaves >= {share:g}x "
+            "the req/s of a bare server around the same version (`bare`)",
+            f"{service['rps']:.0f} vs {bare['rps']:.0f} req/s ({ratio:.2f}x)",
+            ratio >= share,
+            _loadgen_reason(service),
+        )
+    ]
 
 
 def _responsiveness(results: dict[str, Any], t: Targets) -> list[Verdict]:

@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
 from proto2prod import Definition, Settings, Trained
 from proto2prod.benchmarks import hdr, load, report, verdicts
+from proto2prod.benchmarks.models import EXAMPLES as EXAMPLES_BY_NAME
+from proto2prod.benchmarks.plan import ARCHITECTURES
 from proto2prod.benchmarks.targets import Placement, Target
 from tests.conftest import BIN, ROOT
 from tests.processes import free_port, server
@@ -240,7 +243,18 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(
-        [str(BIN / "proto2prod"), "bench", "--quick", "--models", "digits", "--out", str(out)],
+        [
+            str(BIN / "proto2prod"),
+            "bench",
+            "--quick",
+            "--models",
+            "digits",
+            "--out",
+            str(out),
+            "--architectures",
+            ",".join(a for a in ARCHITECTURES if a != "litserve"),
+        ],
+        # litserve: started and asked on its own below (a minute of CI saved)
         capture_output=True,
         text=True,
         env=env,
@@ -313,6 +327,34 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     assert "<table>" in page and "<pre>" not in page and "| claim |" not in page
     assert (out / "results.json").stat().st_size < 200_000  # no per-request timelines
     assert started_since(before) == []
+
+
+@pytest.fixture(scope="module")
+def registered_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("bench-home")
+    env = {**os.environ, "PROTO2PROD_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    train = [str(BIN / "proto2prod"), "train", EXAMPLES_BY_NAME["digits"], "--alias", "production"]
+    subprocess.run([*train, "--quick"], env=env, check=True, capture_output=True, timeout=300)
+    return home
+
+
+@pytest.mark.parametrize("arch", ["bare", "litserve"])
+def test_the_reference_servers_answer_the_benchmarks_requests(
+    registered_digits: Path, tmp_path: Path, arch: str
+) -> None:
+    """`bare` and `litserve` serve MLflow's pyfunc of the registered version: the same
+    answers as the service's, to the same `{"inputs": [item]}`."""
+    from proto2prod.benchmarks import targets
+    from proto2prod.definition import load_definition
+
+    item = load_definition(EXAMPLES_BY_NAME["digits"], check=False).model.examples()[2]
+    where = {"home": registered_digits, "logs": tmp_path, "placement": Placement(None, None)}
+    with targets.start(arch, "digits", EXAMPLES_BY_NAME["digits"], **where) as target:
+        answer = httpx.post(f"{target.url}/predict", json={"inputs": [item]}, timeout=30)
+        assert httpx.get(f"{target.url}{target.light_path}", timeout=10).status_code == 200
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["label"] == "7"
 
 
 def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -> None:
