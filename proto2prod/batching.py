@@ -125,11 +125,7 @@ def rows(out: Any, names: Sequence[str] | None, size: int) -> list[Any]:
     import torch
 
     if names is None or isinstance(out, torch.Tensor):  # named: postprocess builds the dict
-        if not isinstance(out, torch.Tensor):
-            raise DefinitionError(
-                f"network() must return one tensor for the one output; it gave {type(out).__name__}"
-            )
-        return list(_on_cpu(_batched(out, size, "network()")))
+        return list(one_output(out, size))
     if isinstance(out, Mapping):
         missing = [n for n in names if n not in out]
         if missing:
@@ -148,6 +144,17 @@ def rows(out: Any, names: Sequence[str] | None, size: int) -> list[Any]:
             f"of {len(names)} tensors in that order; it gave {type(out).__name__}"
         )
     return [{n: parts[n][i] for n in names} for i in range(size)]
+
+
+def one_output(out: Any, size: int) -> torch.Tensor:
+    """The network's one output tensor, checked to hold `size` rows, on the CPU."""
+    import torch
+
+    if not isinstance(out, torch.Tensor):
+        raise DefinitionError(
+            f"network() must return one tensor for the one output; it gave {type(out).__name__}"
+        )
+    return _on_cpu(_batched(out, size, "network()"))
 
 
 def _batched(tensor: Any, size: int, what: str) -> torch.Tensor:

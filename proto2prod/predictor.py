@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from proto2prod.batching import accepted_keywords, as_batch, rows
+from proto2prod.batching import accepted_keywords, as_batch, one_output, rows
 from proto2prod.errors import IncompatibleVersion, InvalidInput
 from proto2prod.fields import Record
 from proto2prod.model import Model
@@ -65,6 +65,7 @@ class Predictor:
         self._keywords = accepted_keywords(self.network)
         outputs = model.outputs
         self._output_names = outputs.keys() if isinstance(outputs, Record) else None
+        self._whole_batch = self._output_names is None and _own_postprocess(model)
 
     def prepare(self, item: Any, index: int | None = None) -> Any:
         """Validate and preprocess one JSON item; raises InvalidInput naming the field."""
@@ -98,6 +99,8 @@ class Predictor:
         batch = as_batch(self.model.collate(list(tensors))).to(self.device, self.dtype)
         with torch.inference_mode():
             out = batch.call(self.network, self._keywords)
+        if self._whole_batch:  # the output field encodes the batch at once
+            return self.model.outputs.encode_rows(one_output(out, len(tensors)))
         return [self.model.postprocess(row) for row in rows(out, self._output_names, len(tensors))]
 
     def predict_each(self, items: Sequence[Any]) -> list[Any | InvalidInput]:
@@ -134,3 +137,9 @@ class Predictor:
     def warm_up(self) -> None:
         """Run the definition's examples once (first calls allocate, JIT and tune)."""
         self.predict_batch(self.model.examples())
+
+
+def _own_postprocess(model: Model) -> bool:
+    """The model keeps `Model.postprocess` (each row to its field's JSON), so a batch can go
+    to the field's `encode_rows` whole; a definition's own postprocess runs per row."""
+    return type(model).postprocess is Model.postprocess

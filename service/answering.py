@@ -94,7 +94,6 @@ class Answering:
         refused = self._refused(inputs)
         if refused is not None:
             return refused, []
-        loop = asyncio.get_running_loop()
         prepared: list[Any] = []
         predictor = loaded.predictor
         try:
@@ -105,9 +104,8 @@ class Answering:
             for problem in prepared:
                 if isinstance(problem, InvalidInput):
                     raise problem  # the request is refused whole, naming its first bad item
-            outputs = await asyncio.wait_for(
-                self.batcher.submit(predictor, prepared), deadline - loop.time()
-            )
+            async with asyncio.timeout_at(deadline):  # no task per request, unlike wait_for
+                outputs = await self.batcher.submit(predictor, prepared)
         except (InvalidInput, Overloaded) as exc:
             return Answer.of(exc), prepared
         except TimeoutError:
@@ -144,7 +142,8 @@ class Answering:
             self._preparers, lambda: predictor.prepare_each(inputs, stop=given_up.is_set)
         )
         try:
-            return await asyncio.wait_for(work, deadline - loop.time())
+            async with asyncio.timeout_at(deadline):
+                return await work
         finally:
             given_up.set()
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, WithJsonSchema
 from proto2prod.service.config import environment
 from proto2prod.service.guard import AdminBodies, Unexpected
 from proto2prod.service.http import Answer, BodyLimit
+from proto2prod.service.layers import ours_outermost
 from proto2prod.service.parts import Parts, assemble
 from proto2prod.service.predict import BodyReader, Limits, PredictEndpoint, RequestInfo
 from proto2prod.service.routes import routes
@@ -105,7 +106,8 @@ class ModelService:
 
 
 # Listed first = outermost: no error escapes without an answer; an oversized or non-JSON
-# body is refused before it is read; /admin/* and /predict share one body budget.
+# body is refused before it is read; /predict is answered; /admin/* bodies are bounded (the
+# two share one body budget).
 SERVICE = cast("bentoml.Service[ModelService]", ModelService)  # what the decorators made it
 BODIES = BodyReader(
     Limits(
@@ -119,10 +121,12 @@ SERVICE.add_asgi_middleware(Unexpected)
 SERVICE.add_asgi_middleware(
     BodyLimit, max_bytes=int(CONFIG.max_body_mb * 1024 * 1024), json_paths=("/predict",)
 )
-SERVICE.add_asgi_middleware(AdminBodies, reader=BODIES)
 SERVICE.add_asgi_middleware(
     PredictEndpoint,
     answerer=lambda: Current.serving.answering.answer if Current.serving is not None else None,
     authorize=lambda header: PARTS.keys.check(header, "predict"),
     reader=BODIES,
 )
+SERVICE.add_asgi_middleware(AdminBodies, reader=BODIES)  # inside: /predict never passes it
+# ... and all of ours outside BentoML's per-request layers (service/layers.py)
+ours_outermost((Unexpected, BodyLimit, PredictEndpoint, AdminBodies))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Any
 
 import bentoml
 
@@ -20,14 +21,28 @@ REQUESTS = bentoml.metrics.Counter(
 )
 
 
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+"""Each metric's child per label values, looked up once: `labels()` validates and locks on
+every call, a cost per request."""
+
+
+def _child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)` (in the order of its label names), once."""
+    key = (id(metric), *values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
+
 def count_request(model: str, version: str, status: int) -> None:
     with contextlib.suppress(Exception):  # metrics must never fail a request
-        REQUESTS.labels(model=model, version=version, status=status).inc()
+        _child(REQUESTS, model, version, str(status)).inc()
 
 
 def record_batch(model: str, version: str, size: int) -> None:
     with contextlib.suppress(Exception):
-        BATCH_SIZE.labels(model=model, version=version).observe(size)
+        _child(BATCH_SIZE, model, version).observe(size)
 
 
 DRIFT_PSI = bentoml.metrics.Gauge(

@@ -107,29 +107,30 @@ class BodyReader:
         chunks: list[bytes] = []
         held = 0
         try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(receive(), deadline - loop.time())
-                except TimeoutError:
-                    raise RequestTimeout(
-                        f"the request body did not arrive within {self.limits.body_timeout_s:g} "
-                        f"s (PROTO2PROD_BODY_TIMEOUT_S); send it at once"
-                    ) from None
-                if message["type"] == "http.disconnect":
-                    raise _ClientGone
-                chunk = message.get("body", b"")
-                if max_bytes is not None and held + len(chunk) > max_bytes:
-                    raise PayloadTooLarge(f"the request body is over {max_bytes} bytes")
-                if self.inflight_bytes + len(chunk) > self.limits.max_inflight_bytes:
-                    raise Overloaded(
-                        f"the service holds {self.inflight_bytes // 1_000_000} MB of request "
-                        f"bodies, its budget (PROTO2PROD_MAX_INFLIGHT_MB); retry shortly"
-                    )
-                self.inflight_bytes += len(chunk)
-                held += len(chunk)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks), held
+            async with asyncio.timeout_at(deadline):  # no task per chunk, unlike wait_for
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _ClientGone
+                    chunk = message.get("body", b"")
+                    if max_bytes is not None and held + len(chunk) > max_bytes:
+                        raise PayloadTooLarge(f"the request body is over {max_bytes} bytes")
+                    if self.inflight_bytes + len(chunk) > self.limits.max_inflight_bytes:
+                        raise Overloaded(
+                            f"the service holds {self.inflight_bytes // 1_000_000} MB of request "
+                            f"bodies, its budget (PROTO2PROD_MAX_INFLIGHT_MB); retry shortly"
+                        )
+                    self.inflight_bytes += len(chunk)
+                    held += len(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks), held
+        except TimeoutError:
+            self.inflight_bytes -= held
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.limits.body_timeout_s:g} "
+                f"s (PROTO2PROD_BODY_TIMEOUT_S); send it at once"
+            ) from None
         except BaseException:
             self.inflight_bytes -= held
             raise

@@ -280,3 +280,17 @@ def test_the_load_check_names_what_a_named_model_breaks(old: str, new: str, rule
     with pytest.raises(DefinitionError) as caught:
         check_definition(namespace["Tagger"]())
     assert rule in str(caught.value), str(caught.value)
+
+
+def test_a_label_encodes_a_whole_batch_as_it_encodes_each_row() -> None:
+    """The Predictor hands a batch to `encode_rows` at once (one softmax, one topk); the
+    answers are the per-row ones, to the last digit."""
+    import torch
+
+    label = fields.Label(classes=[str(i) for i in range(10)])
+    logits = torch.randn(33, 10, generator=torch.Generator().manual_seed(0))
+    assert label.encode_rows(logits) == [label.encode(row) for row in logits]
+    assert fields.Number().encode_rows(torch.tensor([[0.5], [2.0]])) == [
+        fields.Number().encode(torch.tensor([0.5])),
+        fields.Number().encode(torch.tensor([2.0])),
+    ]

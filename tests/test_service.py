@@ -135,6 +135,25 @@ def test_metadata_and_health_routes(service: Digits) -> None:
     assert response["outputs"]["items"] == model.outputs.json_schema()
 
 
+def test_predict_is_answered_outside_bentomls_per_request_layers(service: Digits) -> None:
+    """service/layers.py: BentoML's request metrics (and tracing, and its timeout task) wrap
+    every route but /predict, which our layers answer first; its requests are counted in
+    our own metrics instead."""
+    item = service.definition.model.examples()[0]
+    for _ in range(3):
+        assert service.http.post("/predict", json={"inputs": [item]}).status_code == 200
+        assert service.http.get("/metadata").status_code == 200
+    metrics = service.http.get("/metrics").text
+    counted: dict[str, float] = {}  # BentoML lists its API routes at 0 from the start
+    for route, n in re.findall(
+        r'^\w+_request_total\{[^}]*endpoint="([^"]+)"[^}]*\} (\S+)$', metrics, re.M
+    ):
+        counted[route] = counted.get(route, 0.0) + float(n)
+    assert counted.get("/metadata", 0) >= 3, metrics[:2000]
+    assert counted.get("/predict", 0) == 0, metrics[:2000]
+    assert re.search(r'^proto2prod_requests_total\{[^}]*status="200"', metrics, re.M)
+
+
 def test_32_concurrent_clients_are_batched(service: Digits) -> None:
     items, _ = held_out_pngs()
 

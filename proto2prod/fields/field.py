@@ -59,6 +59,12 @@ class Field:
         """Turn one row of the network's output into this field's JSON value."""
         raise DefinitionError(f"fields.{type(self).__name__} cannot be used as an output")
 
+    def encode_rows(self, batch: torch.Tensor) -> list[Any]:
+        """The JSON values of a batch of output rows (the first dimension is the items). A
+        kind that encodes a whole batch in a few tensor operations overrides it: on a small
+        model, per-row tensor calls cost as much as the forward pass."""
+        return [self.encode(row) for row in batch]
+
     def output_shape_problem(self, row_shape: Any) -> str | None:
         """Why a network output row of this shape cannot be encoded, or None if it can."""
         return None

@@ -48,6 +48,14 @@ class Label(Field):
         }
         return {"label": self.classes[int(top.indices[0])], "scores": scores}
 
+    def encode_rows(self, batch: torch.Tensor) -> list[dict[str, Any]]:
+        top = batch.float().softmax(dim=-1).topk(self.top_k, dim=-1)
+        out = []
+        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            scores = {self.classes[i]: round(p, 6) for p, i in zip(values, indices, strict=True)}
+            out.append({"label": self.classes[indices[0]], "scores": scores})
+        return out
+
     def output_problem(self, value: Any) -> str | None:
         if not isinstance(value, dict) or value.get("label") not in self.classes:
             return f"'{self.name}' should be {{'label': one of {self.classes}, 'scores': ...}}"
