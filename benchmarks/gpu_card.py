@@ -38,6 +38,12 @@ def gpu_name(device: str) -> str:
             f"--device {device}: torch sees no CUDA device (torch {torch.__version__}); run "
             "the GPU card on a machine with a GPU and a CUDA build of torch"
         )
+    index = torch.device(device).index or 0
+    if index >= torch.cuda.device_count():
+        raise DeviceUnavailable(
+            f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s); give "
+            f"cuda or cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return torch.cuda.get_device_name(torch.device(device))
 
 

@@ -83,7 +83,8 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
 
 
 def kill(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
-    """SIGTERM the process group, SIGKILL what is left after `grace` seconds."""
+    """SIGTERM the process group, SIGKILL what is left after `grace` seconds; and once the
+    leader has gone, SIGKILL whatever else is left in its group (a child that outlived it)."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -93,3 +94,5 @@ def kill(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader while it has members

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from proto2prod import Definition, NullProgress, Settings, Trained, load_definition
-from tests.processes import free_port, server
+from tests.processes import free_port, mlflow_server_args, server
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -47,20 +47,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` (SQLite behind it, artifacts served) on a free loopback port."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    args = [
-        str(BIN / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-    ]
+    args = mlflow_server_args(port, f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
     from cryptography.fernet import Fernet  # MLflow's dependency: it encrypts webhook secrets
 
     env = {

@@ -252,9 +252,9 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--architectures",
-            ",".join(a for a in ARCHITECTURES if a != "litserve"),
+            ",".join(a for a in ARCHITECTURES if a not in ("bare", "litserve")),
         ],
-        # litserve: started and asked on its own below (a minute of CI saved)
+        # bare and litserve: started, asked and stopped on their own below (CI's minutes)
         capture_output=True,
         text=True,
         env=env,
@@ -350,11 +350,16 @@ def test_the_reference_servers_answer_the_benchmarks_requests(
 
     item = load_definition(EXAMPLES_BY_NAME["digits"], check=False).model.examples()[2]
     where = {"home": registered_digits, "logs": tmp_path, "placement": Placement(None, None)}
+    before = {p.pid for p in psutil.process_iter()}
     with targets.start(arch, "digits", EXAMPLES_BY_NAME["digits"], **where) as target:
-        answer = httpx.post(f"{target.url}/predict", json={"inputs": [item]}, timeout=30)
+        answers = [
+            httpx.post(f"{target.url}/predict", json={"inputs": [item]}, timeout=30)
+            for _ in range(20)
+        ]
         assert httpx.get(f"{target.url}{target.light_path}", timeout=10).status_code == 200
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["outputs"][0]["label"] == "7"
+    assert all(a.status_code == 200 for a in answers), answers[0].text
+    assert answers[0].json()["outputs"][0]["label"] == "7"
+    assert started_since(before) == []  # stopped with everything it started
 
 
 def test_an_architecture_that_fails_to_start_leaves_no_process(tmp_path: Path) -> None:
@@ -434,10 +439,12 @@ def test_update_and_memory_verdicts() -> None:
     assert found[next(c for c in found if "stays <= 700 MB" in c)].holds is False
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
-    tmp_path: Path, digits: Definition, digits_quick: Trained
+    tmp_path: Path, digits: Definition, digits_quick: Trained, signum: signal.Signals
 ) -> None:
-    """`--model REF` reads the user's registry only; Ctrl-C mid-scenario stops at once."""
+    """`--model REF` reads the user's registry only; Ctrl-C (or a `kill`) mid-scenario
+    stops at once, and everything it started with it."""
     from proto2prod.registry import Registry, publish
 
     user_home = tmp_path / "user-home"
@@ -478,21 +485,22 @@ def test_bench_of_a_registered_version_copies_it_and_ctrl_c_stops_everything(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         interrupted = time.monotonic()
-        proc.send_signal(signal.SIGINT)  # about 19 s of the scenario's load are left
+        proc.send_signal(signum)  # about 15 s of the scenario's load are left
         proc.wait(timeout=60)
         took = time.monotonic() - interrupted
-        assert took < 15, f"Ctrl-C took {took:.0f} s: it waited for the scenario's load"
+        assert took < 12, f"stopping took {took:.0f} s: it waited for the scenario's load"
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == (128 + signum if signum == signal.SIGTERM else 1), proc.returncode
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     service = [r for r in results["runs"] if r["architecture"] == "service"]
     assert service and all(r["model"] == "digits" and r["errors"] == 0 for r in service)
     assert results["settings"]["refs"] == {"digits": "digits@production"}
     assert [v.version for v in user.versions("digits")] == [version]  # nothing added
     assert user.resolve("digits@production").version == version  # nor moved
-    until(lambda: started_since(before) == [], 10, "every process it started to end")
+    # a service's workers drain (PROTO2PROD_DRAIN_S) after its arbiter has gone
+    until(lambda: started_since(before) == [], 30, "every process it started to end")
 
 
 def test_the_gpu_run_card_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:

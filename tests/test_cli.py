@@ -64,8 +64,9 @@ def test_train_versions_promote_rollback(env: dict[str, str]) -> None:
         (["serve", "digits@production", "--workers", "0"], "--workers 0: give 1 or more"),
         (["bench", "--scenarios", "chaos"], "--scenarios: unknown ['chaos']"),
         (["bench", "--architectures", "triton"], "--architectures: unknown ['triton']"),
-        # No GPU here: the GPU run card says so before it starts anything.
-        (["bench", "--device", "cuda", "--models", "heavy"], "torch sees no CUDA device"),
+        # A GPU that is not there (none here; on a GPU machine, a 100th): the GPU run card
+        # says so before it starts anything.
+        (["bench", "--device", "cuda:99", "--models", "heavy"], "--device cuda:99: torch sees"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import BIN, ROOT
 from tests.processes import free_port
+from tests.service_process import until
 
 pytestmark = pytest.mark.server
 
@@ -57,10 +58,12 @@ class Demo:
         self._reader.join(10)
         return code
 
+    def service_started(self) -> bool:
+        return bool(_on_port(self.port))
+
     def assert_nothing_left(self) -> None:
         for p in (self.port, self.ui_port):
-            found = subprocess.run(["pgrep", "-f", "--", f"--port {p}( |$)"], capture_output=True)
-            assert found.stdout == b"", f"left running on port {p}: {found.stdout!r}"
+            assert not _on_port(p), f"left running on port {p}: {_on_port(p)!r}"
             assert p == _bind(p)
 
 
@@ -85,14 +88,21 @@ def test_demo_trains_serves_answers_and_a_closed_terminal_stops_all_it_started(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_kill_or_ctrl_c_while_the_ui_starts_stops_everything(
+def test_a_kill_or_ctrl_c_while_the_service_starts_stops_it(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
     demo = Demo(tmp_path)
-    demo.wait_for("starting the Gradio prototype")  # the service runs, the UI is starting
+    demo.wait_for("starting the service on digits@production")
+    until(demo.service_started, 60, "the service's process")  # started, not yet answering
     code = demo.stop(signum)
     assert code == (128 + signum if signum == signal.SIGTERM else 0), "".join(demo.lines)
     demo.assert_nothing_left()
+
+
+def _on_port(port: int) -> bytes:
+    """The pids of processes started with `--port PORT` (the demo's children)."""
+    found = subprocess.run(["pgrep", "-f", "--", f"--port {port}( |$)"], capture_output=True)
+    return found.stdout.strip()
 
 
 def _bind(port: int) -> int:

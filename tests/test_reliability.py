@@ -284,25 +284,12 @@ def test_registry_down_and_nothing_cached_is_live_but_not_ready_over_http(
 def test_postgres_backed_mlflow_server_publish_promote_serve(
     tmp_path: Path, sleepy: Definition, sleepy_trained: Trained
 ) -> None:
-    from tests.processes import free_port, server
+    from tests.processes import free_port, mlflow_server_args, server
 
     with running_postgres() as database:
         port = free_port()
         tracking = f"http://127.0.0.1:{port}"
-        args = [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            database,
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-        ]
+        args = mlflow_server_args(port, database, tmp_path / "artifacts")
         env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
         with server(args, f"{tracking}/health", tmp_path / "mlflow.log", env=env, timeout=180):
             home = tmp_path / "home"

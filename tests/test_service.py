@@ -115,7 +115,8 @@ def test_held_out_accuracy_and_parity_with_the_predictor(
 def test_metadata_and_health_routes(service: Digits) -> None:
     meta = service.metadata()
     assert meta["name"] == "digits" and meta["alias"] == "production"
-    assert meta["device"] == "cpu" and meta["registry_reachable"] is True
+    assert meta["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert meta["registry_reachable"] is True
     assert meta["server"] == {"loop": "uvloop", "http": "httptools"}  # the serve extra's stack
     assert "HTTP: uvicorn on uvloop + httptools" in (service.root / "service.log").read_text()
     assert meta["definition"] == "proto2prod.examples.digits:Digits"
@@ -345,25 +346,11 @@ def test_corrupted_version_is_refused_and_the_old_one_keeps_serving(
 def test_registry_down_keeps_serving_and_restart_serves_the_cache(
     tmp_path: Path, digits: Definition, digits_quick: Trained
 ) -> None:
-    from tests.conftest import BIN
-    from tests.processes import free_port, server, stop
+    from tests.processes import free_port, mlflow_server_args, server, stop
 
     port = free_port()
     tracking = f"http://127.0.0.1:{port}"
-    args = [
-        str(BIN / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "artifacts"),
-    ]
+    args = mlflow_server_args(port, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
     home = tmp_path / "home"
     with server(args, f"{tracking}/health", tmp_path / "mlflow.log") as mlflow_proc:
         registry = Registry(
