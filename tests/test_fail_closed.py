@@ -436,7 +436,7 @@ def test_a_canary_rollback_in_one_worker_reaches_every_worker(tmp_path: Path) ->
         PROTO2PROD_CANARY="challenger:30",
         PROTO2PROD_CANARY_MIN_REQUESTS="10",
         PROTO2PROD_CANARY_MIN_CLIENTS="3",
-        PROTO2PROD_SHADOW_LOG_S="600",
+        PROTO2PROD_CANARY_LOG_S="600",
     ) as url:
 
         def states() -> dict[int, dict[str, Any]]:

@@ -283,7 +283,7 @@ def test_a_slower_canary_rolls_itself_back_and_a_promotion_ends_it(tmp_path: Pat
         PROTO2PROD_CANARY="challenger:30",
         PROTO2PROD_CANARY_MIN_REQUESTS="20",
         PROTO2PROD_CANARY_WINDOW="100",
-        PROTO2PROD_SHADOW_LOG_S="600",
+        PROTO2PROD_CANARY_LOG_S="600",
     ) as url:
         until(lambda: rollout(url)["version"] == canary, 60, "the canary to load")
 
