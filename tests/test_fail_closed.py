@@ -479,7 +479,12 @@ def test_a_canary_rollback_in_one_worker_reaches_every_worker(tmp_path: Path) ->
 
         until(everywhere, 90, "the rollback in every worker")
         reasons = [s["canary"]["rolled_back"]["reason"] for s in states().values()]
-        assert all("p99" in r for r in reasons) and any("judged by worker" in r for r in reasons)
+        assert len(reasons) == 2 and all("p99" in r for r in reasons), reasons
+        # one worker judged and the other heard it (service/fanout.py), or both judged it
+        # within the bus's 0.1 s read: acting on a rollback heard from another worker is
+        # tested deterministically in tests/test_service_parts.py
+        heard = [r for r in reasons if "judged by worker" in r]
+        assert len(heard) <= 1, reasons
         assert {ask() for _ in range(40)} == {champion}
 
 

@@ -73,3 +73,31 @@ def test_the_follower_owns_the_aliases_and_the_runtime_its_failures(
     assert meta["not_ready_reason"] == "a registry check failed: RuntimeError: boom"
     assert worker.drift_report() == {"enabled": False, "note": "off (PROTO2PROD_DRIFT=0)"}
     worker.following.checks.close()
+
+
+def test_a_canary_rollback_another_worker_judged_is_acted_on_here(
+    embedded: Settings, digits: Definition, digits_quick: Trained
+) -> None:
+    """The fan-out's receiving end, deterministic: the real-process test of two workers
+    (tests/test_fail_closed.py) may see both judge the canary before either hears the other."""
+    registry = Registry(embedded)
+    champion = publish(registry, digits, digits_quick, alias="production").version
+    canary = publish(registry, digits, digits_quick, alias="challenger").version
+    worker = serving(embedded, digits, canary="challenger", canary_percent=30.0, drift=False)
+    assert worker.rollout is not None
+
+    async def scenario() -> dict[str, Any]:
+        worker.runtime.start()
+        worker.rollout.runtime.start()  # type: ignore[union-attr]
+        item = digits.model.examples()[0]
+        deadline = asyncio.get_running_loop().time() + 30
+        await worker.answering.answer([item], deadline, RequestInfo(small=True))  # the pair
+        event = {"kind": "canary-rollback", "pair": [champion, canary], "reason": "p99 x3"}
+        await worker.following.on_event({**event, "worker": 2})
+        found = worker.rollout.metadata()  # type: ignore[union-attr]
+        await worker.stop()
+        return found
+
+    found = asyncio.run(scenario())
+    assert found["canary"]["percent"] == 0, found
+    assert found["canary"]["rolled_back"]["reason"] == "p99 x3 (judged by worker 2)"
