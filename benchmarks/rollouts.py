@@ -22,11 +22,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from proto2prod.benchmarks.context import Bench, Subject
 from proto2prod.benchmarks.scenarios import _env, _p2p, _promote
 from proto2prod.benchmarks.targets import BIN, Target, free_port, process
+from proto2prod.client import Client
 
 Mode = tuple[str, list[str], dict[str, str]]
 """A name, extra `serve` options, extra environment."""
@@ -178,10 +177,10 @@ def _time_promotions(
 ) -> list[float]:
     """Seconds from each promote call to the first answer of the promoted version."""
     seconds = []
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with Client(url, timeout=10) as client:
 
         def answers(version: str) -> bool:
-            return str(client.post("/predict", json={"inputs": items}).json()["version"]) == version
+            return client.predict(items).version == version
 
         for i in range(count):
             wanted = "2" if i % 2 == 0 else "1"
@@ -197,7 +196,8 @@ def _comparing(url: str) -> bool:
 
 
 def _rollout(url: str) -> dict[str, Any]:
-    return httpx.get(f"{url}/metadata", timeout=10).json().get("rollout") or {}
+    with Client(url, timeout=10) as client:
+        return client.metadata().get("rollout") or {}
 
 
 def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:

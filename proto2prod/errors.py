@@ -105,13 +105,16 @@ class InvalidInput(Proto2ProdError):
 
     def to_json(self) -> dict[str, Any]:
         # Never echo the offending value itself: it may be megabytes or private.
-        return {
+        found = {
             **super().to_json(),
             "index": self.index,
             "field": self.field,
             "problem": self.problem,
             "expected": self.expected,
         }
+        if self.key is not None:  # a part of named inputs: the client rebuilds the message
+            found["key"] = self.key
+        return found
 
 
 class InvalidWeights(Proto2ProdError):

@@ -15,7 +15,9 @@ from proto2prod.errors import (
     DefinitionError,
     InvalidInput,
     NotAService,
+    Overloaded,
     Proto2ProdError,
+    Refused,
     ServiceUnreachable,
 )
 from proto2prod.settings import Settings
@@ -61,37 +63,13 @@ class InProcess:
         ]
 
 
-MAX_ANSWER_BYTES = 64 * 1024 * 1024
-"""The most of a `/predict` answer read (a row of images fits many times over); a larger one
-is refused as it streams in, never held whole."""
-MAX_METADATA_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A bounded HTTP answer: status, headers and body as bytes."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def object(self) -> dict[str, Any] | None:
-        """The body as a JSON object, or None when it is not one."""
-        import json
-
-        try:
-            found = json.loads(self.body)
-        except (ValueError, RecursionError):
-            return None
-        return found if isinstance(found, dict) else None
-
-
 class Remote:
-    """A thin client of the service's `/predict` (decoupled): no torch, no registry here.
+    """A thin front end of the service's `/predict` (decoupled): no torch, no registry here,
+    only `proto2prod.client.Client`.
 
     It survives whatever answers: a body that is not JSON, a list, a 422 without an index,
-    a 200 without `outputs`, an answer of hundreds of MB (read up to `MAX_ANSWER_BYTES`,
-    then refused): each is one readable sentence, never a traceback.
+    a 200 without `outputs`, an answer of hundreds of MB (refused as it streams in): each is
+    one readable sentence, never a traceback.
     """
 
     def __init__(
@@ -101,65 +79,29 @@ class Remote:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         api_key: str | None = None,
+        retry_budget_s: float = 5.0,
     ) -> None:
-        import httpx
+        from proto2prod.client import Client
 
-        self.url = url.rstrip("/")
+        self.client = Client(
+            url, api_key, timeout=timeout, transport=transport, retry_budget_s=retry_budget_s
+        )
+        self.url = self.client.url
         self.source = self.url
-        # A service with API keys wants one on /predict and /metadata (PROTO2PROD_API_KEY).
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client: httpx.Client = httpx.Client(
-            base_url=self.url, timeout=timeout, transport=transport, headers=headers
-        )
-
-    def _send(self, method: str, path: str, limit: int, **kwargs: Any) -> Reply:
-        """One request, its answer read up to `limit` bytes. `ServiceUnreachable` when it
-        cannot be sent or read, `NotAService` when the answer is larger than `limit`."""
-        import httpx
-
-        try:
-            with self.client.stream(method, path, **kwargs) as response:
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise NotAService(self._too_large(path, int(declared), limit))
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise NotAService(self._too_large(path, size, limit))
-                    chunks.append(chunk)
-                return Reply(response.status_code, dict(response.headers), b"".join(chunks))
-        except httpx.HTTPError as exc:
-            raise ServiceUnreachable(
-                f"cannot reach {self.url}{path} ({type(exc).__name__}); start the service with: "
-                f"proto2prod serve NAME@ALIAS --port PORT"
-            ) from None
-
-    def _too_large(self, path: str, size: int, limit: int) -> str:
-        return (
-            f"{self.url}{path} answered more than {limit // 1_000_000} MB ({size} bytes so far): "
-            f"not a proto2prod service's answer"
-        )
 
     def metadata(self) -> dict[str, Any]:
         """The service's `/metadata`: a JSON object naming its model, or one clear error."""
-        reply = self._send("GET", "/metadata", MAX_METADATA_BYTES)
-        if reply.status in (401, 403):
-            raise Proto2ProdError(
-                f"{self.url} wants an API key ({reply.status}: {_message(reply)}); set "
-                f"PROTO2PROD_API_KEY to a key from: proto2prod keys create NAME"
-            )
-        if reply.status >= 500:
-            raise ServiceUnreachable(
-                f"{self.url}/metadata answered {reply.status} ({_message(reply)}); retry shortly"
-            )
-        found = reply.object()
-        if reply.status != 200 or found is None or not isinstance(found.get("name"), str):
-            raise NotAService(
-                f"{self.url}/metadata answered {reply.status} with "
-                f"{_describe(reply)}, not a proto2prod service's metadata; check the URL"
-            )
-        return found
+        try:
+            return self.client.metadata()
+        except Refused as refused:
+            if refused.status in (401, 403):
+                raise Proto2ProdError(
+                    f"{self.url} wants an API key ({refused}); set PROTO2PROD_API_KEY to a key "
+                    f"from: proto2prod keys create NAME"
+                ) from None
+            if refused.status >= 500:
+                raise ServiceUnreachable(f"{refused}; retry shortly") from None
+            raise NotAService(f"{refused}: not a proto2prod service's metadata") from None
 
     def spec(self) -> UISpec:
         """What the UI shows, from `/metadata` (refused clearly when it is not there)."""
@@ -182,78 +124,35 @@ class Remote:
         pending = list(range(len(items)))
         while pending:
             try:
-                reply = self._send(
-                    "POST",
-                    "/predict",
-                    MAX_ANSWER_BYTES,
-                    json={"inputs": [items[i] for i in pending]},
-                )
-            except (ServiceUnreachable, NotAService) as exc:
-                message = (
-                    f"The model service at {self.url} is not reachable. Is it running? Start "
-                    f"it with: proto2prod serve NAME@ALIAS"
-                    if isinstance(exc, ServiceUnreachable)
-                    else f"The model service gave an answer too large to read: {exc}"
-                )
-                outcomes.update((i, Outcome(error=message)) for i in pending)
-                break
-            if reply.status == 200:
-                body = reply.object() or {}
-                outputs = body.get("outputs")
-                if not isinstance(outputs, list) or len(outputs) != len(pending):
-                    error = (
-                        f"The model service answered 200 with {_describe(reply)}, not "
-                        f"{len(pending)} outputs: is {self.url} a proto2prod service?"
-                    )
-                    outcomes.update((i, Outcome(error=error)) for i in pending)
+                found = self.client.predict([items[i] for i in pending])
+            except InvalidInput as invalid:
+                if invalid.index is None or not 0 <= invalid.index < len(pending):
+                    outcomes.update((i, Outcome(error=_explain(invalid))) for i in pending)
                     break
-                version = reply.headers.get("x-model-version") or str(body.get("version", ""))
-                outcomes.update(
-                    (i, Outcome(output=o, version=version))
-                    for i, o in zip(pending, outputs, strict=True)
-                )
+                outcomes[pending.pop(invalid.index)] = Outcome(error=_explain(invalid))
+                continue
+            except Proto2ProdError as failed:
+                outcomes.update((i, Outcome(error=_explain(failed))) for i in pending)
                 break
-            bad = _bad_index(reply, len(pending))
-            if bad is None:  # not about one item: every row says why
-                outcomes.update((i, Outcome(error=_explain(reply))) for i in pending)
-                break
-            outcomes[pending.pop(bad)] = Outcome(error=_explain(reply))
+            outcomes.update(
+                (i, Outcome(output=o, version=found.version))
+                for i, o in zip(pending, found.outputs, strict=True)
+            )
+            break
         return [outcomes[i] for i in range(len(items))]
 
 
-def _message(reply: Reply) -> str:
-    found = reply.object() or {}
-    message = found.get("message") or found.get("error")
-    return str(message) if isinstance(message, str | int | float) and message else _describe(reply)
-
-
-def _describe(reply: Reply) -> str:
-    """What an answer is, in a few words (never its whole body)."""
-    if not reply.body:
-        return "an empty body"
-    found = reply.object()
-    if found is not None:
-        return f"a JSON object with {', '.join(sorted(map(str, found))[:5]) or 'no keys'}"
-    kind = reply.headers.get("content-type", "unknown type").split(";")[0]
-    return f"{len(reply.body)} bytes of {kind}"
-
-
-def _explain(reply: Reply) -> str:
-    if reply.status < 500:
-        return f"The service refused this input ({reply.status}): {_message(reply)}"
-    return f"The service could not answer ({reply.status}): {_message(reply)}. Try again."
-
-
-def _bad_index(reply: Reply, sent: int) -> int | None:
-    """The index a 422 names (the service's InvalidInput body), if it is one of `sent`."""
-    if reply.status != 422:
-        return None
-    index = (reply.object() or {}).get("index")
-    return (
-        index
-        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < sent
-        else None
-    )
+def _explain(error: Proto2ProdError) -> str:
+    """One sentence for a person, for the row an error stands in for."""
+    if isinstance(error, ServiceUnreachable):
+        return f"The model service is not reachable: {error}"
+    if isinstance(error, NotAService):
+        return f"The model service gave an answer this page cannot read: {error}"
+    if isinstance(error, Overloaded):
+        return f"The model service is busy: {error}. Try again."
+    if isinstance(error, InvalidInput) or error.status < 500:
+        return f"The service refused this input ({error.status}): {error}"
+    return f"The service could not answer ({error.status}): {error}. Try again."
 
 
 def in_process(

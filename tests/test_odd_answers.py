@@ -12,8 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from proto2prod.client import MAX_ANSWER_BYTES
 from proto2prod.errors import NotAService, ServiceUnreachable
-from proto2prod.prototype.backends import MAX_ANSWER_BYTES, Remote
+from proto2prod.prototype.backends import Remote
 from tests.service_process import cli
 
 ANSWERS: dict[str, tuple[int, str, bytes]] = {}
@@ -79,8 +80,8 @@ def odd() -> Iterator[str]:
         (422, "application/json", b"[1]", "refused this input (422): 3 bytes"),
         (422, "application/json", b'{"message": "bad", "index": true}', "(422): bad"),
         (503, "text/plain", b"", "could not answer (503): an empty body. Try again."),
-        (200, "application/json", b"HUGE", "answer too large to read"),
-        (200, "application/json", b"CHUNKED", "answer too large to read"),
+        (200, "application/json", b"HUGE", "declares 419430400 bytes), too large to read"),
+        (200, "application/json", b"CHUNKED", "bytes so far), too large to read"),
     ],
 )
 def test_every_odd_prediction_answer_is_one_readable_message(

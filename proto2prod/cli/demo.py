@@ -38,8 +38,7 @@ def port_or_free(port: int) -> int:
 
 
 def run_demo(port: int, ui_port: int, once: bool) -> None:
-    import httpx
-
+    from proto2prod.client import Client
     from proto2prod.definition import load_definition
 
     p2p = [sys.executable, "-m", "proto2prod.cli"]
@@ -59,17 +58,16 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
         wait_http(f"{url}/readyz", service, logs / "demo-service.log", timeout=180)
         example = load_definition(EXAMPLE, check=False).model.examples()[2]
         body = json.dumps({"inputs": [example]}, separators=(",", ":"))
-        answer = httpx.post(
-            f"{url}/predict", content=body, timeout=30, headers={"Content-Type": "application/json"}
-        )
-        answer.raise_for_status()
+        with Client(url) as client:
+            answer = client.predict([example])
         curl = (
             f"curl -s -X POST {url}/predict -H 'Content-Type: application/json' "
             f"-d {shlex.quote(body)}"
         )
         console.print("\n[bold]The service answers[/] (a held-out 7):")
         console.print(curl, soft_wrap=True, highlight=False, markup=False)
-        console.print(answer.text, soft_wrap=True, highlight=False, markup=False)
+        said = {"outputs": answer.outputs, "model": answer.model, "version": answer.version}
+        console.print(json.dumps(said), soft_wrap=True, highlight=False, markup=False)
         console.print("\nstarting the Gradio prototype in remote mode, in front of the service")
         ui = spawn(
             [*p2p, "prototype", "--backend", url, "--port", str(ui_port)], logs / "demo-ui.log"
