@@ -12,6 +12,7 @@ EXTRA_OF = {
     "gradio": "ui",
     "streamlit": "ui",
     "bentoml": "serve",
+    "mcp": "ui",  # Gradio's MCP server (the service's /mcp has it from the serve extra)
     "locust": "bench",
     "matplotlib": "bench",
     "hdrh": "bench",

@@ -130,8 +130,10 @@ def launch(
     share: bool = False,
     auth: tuple[str, str] | None = None,
     block: bool = True,
+    mcp_server: bool = False,
 ) -> str:
-    """Serve `app`; with `share`, say in one line when no share link can be made."""
+    """Serve `app`; with `share`, say in one line when no share link can be made;
+    `mcp_server` passes through to Gradio (its MCP tools at /gradio_api/mcp/)."""
     app.queue()
     chatter = io.StringIO()  # Gradio explains a failed share link in ten lines; we use one
     with contextlib.redirect_stdout(chatter):
@@ -145,6 +147,7 @@ def launch(
             prevent_thread_lock=True,
             quiet=True,
             css=IMAGE_CSS,
+            mcp_server=mcp_server,
         )
     url = f"http://{host}:{app.server_port}"
     if share and not getattr(app, "share_url", None):

@@ -17,6 +17,7 @@ No `from __future__ import annotations` here: BentoML reads the real types of `p
 import asyncio
 import logging
 from http import HTTPStatus
+from importlib.util import find_spec
 from typing import Annotated, Any, cast
 
 import bentoml
@@ -26,8 +27,10 @@ from proto2prod.service.config import environment
 from proto2prod.service.guard import AdminBodies, Unexpected
 from proto2prod.service.http import Answer, BodyLimit
 from proto2prod.service.layers import ours_outermost
+from proto2prod.service.mcp_tool import McpEndpoint, McpSessions, ModelTool
+from proto2prod.service.openapi import Documents
 from proto2prod.service.parts import Parts, assemble
-from proto2prod.service.predict import BodyReader, Limits, PredictEndpoint, RequestInfo
+from proto2prod.service.predict import Answerer, BodyReader, Limits, PredictEndpoint, RequestInfo
 from proto2prod.service.routes import routes
 from proto2prod.service.serving import Current, Serving
 
@@ -85,6 +88,7 @@ class ModelService:
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
+        await MCP.stop()
         await self.serving.stop()
 
     async def __is_ready__(self) -> bool:
@@ -105,6 +109,19 @@ class ModelService:
         return PredictResponse(**answer.body)
 
 
+def _tool() -> ModelTool | None:
+    """The model's MCP tool, answered on the same path as /predict (None in the arbiter)."""
+    if PARTS.definition is None or Current.serving is None or not find_spec("mcp"):
+        return None  # /mcp then answers 404
+    return ModelTool(PARTS.definition.model, _answerer, CONFIG.timeout_s)
+
+
+def _answerer() -> Answerer | None:
+    return Current.serving.answering.answer if Current.serving is not None else None
+
+
+MCP = McpSessions(_tool)
+
 # Listed first = outermost: no error escapes without an answer; an oversized or non-JSON
 # body is refused before it is read; /predict is answered; /admin/* bodies are bounded (the
 # two share one body budget).
@@ -123,10 +140,16 @@ SERVICE.add_asgi_middleware(
 )
 SERVICE.add_asgi_middleware(
     PredictEndpoint,
-    answerer=lambda: Current.serving.answering.answer if Current.serving is not None else None,
+    answerer=_answerer,
     authorize=lambda header: PARTS.keys.check(header, "predict"),
     reader=BODIES,
 )
+SERVICE.add_asgi_middleware(
+    McpEndpoint, sessions=MCP, authorize=lambda header: PARTS.keys.check(header, "predict")
+)
+SERVICE.add_asgi_middleware(  # /openapi.json and /docs.json: the exact document
+    Documents, model=lambda: PARTS.definition.model if PARTS.definition else None
+)
 SERVICE.add_asgi_middleware(AdminBodies, reader=BODIES)  # inside: /predict never passes it
 # ... and all of ours outside BentoML's per-request layers (service/layers.py)
-ours_outermost((Unexpected, BodyLimit, PredictEndpoint, AdminBodies))
+ours_outermost((Unexpected, BodyLimit, PredictEndpoint, McpEndpoint, Documents, AdminBodies))

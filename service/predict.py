@@ -170,12 +170,12 @@ class PredictEndpoint:
         held = 0
         try:
             if self.authorize is not None:
-                self.authorize(_header(scope, b"authorization"))
+                self.authorize(header_of(scope, b"authorization"))
             try:
                 body, held = await self.reader.read(receive)
             except _ClientGone:
                 return
-            key = _header(scope, b"x-request-key")
+            key = header_of(scope, b"x-request-key")
             client = scope.get("client")
             info = RequestInfo(
                 small=len(body) <= SMALL_BODY_BYTES,
@@ -223,7 +223,7 @@ class PredictEndpoint:
             self.inside -= 1
 
 
-def _header(scope: Scope, wanted: bytes) -> str | None:
+def header_of(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == wanted:
             return str(value.decode("latin-1"))

@@ -81,13 +81,14 @@ def environment(home: Path, tracking_uri: str | None = None, **env: str) -> dict
 
 @contextmanager
 def running_prototype(
-    home: Path, args: Sequence[str], log: Path, *, health: str = "/"
+    home: Path, args: Sequence[str], log: Path, *, health: str = "/", **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`proto2prod prototype ARGS` on a free port, once `health` answers 200."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [str(BIN / "proto2prod"), "prototype", *args, "--port", str(port)]
-    with server(argv, f"{url}{health}", log, env=environment(home), timeout=150) as proc:
+    environ = environment(home, **env)
+    with server(argv, f"{url}{health}", log, env=environ, timeout=150) as proc:
         yield url, proc
 
 

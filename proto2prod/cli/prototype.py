@@ -49,6 +49,12 @@ def prototype(
         typer.Option(help="Gradio queue concurrency_limit; 0: no limit (see README)."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Gradio max_batch_size.")] = None,
+    mcp: Annotated[
+        bool,
+        typer.Option(
+            "--mcp", help="Also serve the app's functions as MCP tools (Gradio's mcp_server)."
+        ),
+    ] = False,
 ) -> None:
     """Run a Gradio or Streamlit app for a model: in-process, or in front of the service."""
     with user_errors():
@@ -59,6 +65,10 @@ def prototype(
         if concurrency is not None and concurrency < 0:
             raise InvalidArgument(f"--concurrency {concurrency}: give 1 or more, or 0 for no limit")
         check_installed(ui)
+        if mcp:
+            if ui != "gradio":
+                raise InvalidArgument("--mcp is Gradio's MCP server: use it with --ui gradio")
+            check_installed("mcp")
         config = PrototypeSettings(
             definition=None if backend else model_file,
             model=model,
@@ -77,9 +87,12 @@ def prototype(
         share=share,
         auth=credentials,
         block=False,  # type: ignore[arg-type]
+        mcp_server=mcp,
     )
     where = f"the service at {backend}" if backend else "the model in-process"
     console.print(f"{title}: {url} (answers from {where}); Ctrl-C stops it")
+    if mcp:
+        console.print(f"MCP (streamable HTTP): {url}/gradio_api/mcp/")
     try:
         app_.block_thread()
     except KeyboardInterrupt:
