@@ -10,12 +10,15 @@ commands only, so `--help` stays fast.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from proto2prod.cli.bench import bench
 from proto2prod.cli.demo import demo
 from proto2prod.cli.drift import drift
 from proto2prod.cli.keys import keys
+from proto2prod.cli.openapi import openapi
 from proto2prod.cli.output import user_errors
 from proto2prod.cli.prototype import prototype
 from proto2prod.cli.rollouts import compare, webhook
@@ -27,7 +30,8 @@ app = typer.Typer(
     name="proto2prod",
     help="From a Gradio prototype to a registry-fed model service, from one model definition.",
     no_args_is_help=True,
-    add_completion=False,
+    # `proto2prod --install-completion` / `--show-completion` (bash, zsh, fish, PowerShell)
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -41,6 +45,7 @@ for command in (
     drift,
     serve,
     build,
+    openapi,
     prototype,
     bench,
     demo,
@@ -51,8 +56,23 @@ app.add_typer(webhook)
 app.add_typer(keys)
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from proto2prod import __version__
+
+        print(f"proto2prod {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _this_process() -> None:
+def _this_process(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """The CLI's process is ours: apply the registry settings to MLflow once, before any
     command (the library itself never writes the environment)."""
     from proto2prod.settings import Settings

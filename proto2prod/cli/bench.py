@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 
 from proto2prod.benchmarks.plan import ARCHITECTURES, EXAMPLES, SCENARIOS, Plan
-from proto2prod.cli.output import console, user_errors
+from proto2prod.cli.output import JsonOption, console, err_console, print_json, user_errors
 from proto2prod.processes import Stopped, stopped_by_signals
 
 
@@ -58,6 +59,7 @@ def bench(
     out: Annotated[
         Path | None, typer.Option(help="Report folder (default reports/<time>).")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Model-in-server vs decoupled serving under load; writes a report that settles each claim."""
     import time as _time
@@ -90,7 +92,7 @@ def bench(
         folder = out or Path("reports") / _time.strftime("%Y%m%d-%H%M%S")
     # the servers and load generators it starts stop however it is stopped (Ctrl-C, a kill)
     try:
-        with stopped_by_signals(), _progress(plan.steps()) as say:
+        with stopped_by_signals(), _progress(plan.steps(), as_json) as say:
             if card:
                 gpu_card.run(plan, folder, say, gpu=gpu)
                 console.print(f"GPU run card: {folder / 'gpu.md'}")
@@ -99,14 +101,18 @@ def bench(
     except Stopped as stop:
         raise typer.Exit(stop.exit_code) from None
     files = report.write(results, folder)
+    if as_json:
+        found = [dataclasses.asdict(v) | {"word": v.word} for v in verdicts(results)]
+        print_json({"report": str(folder / "report.md"), "files": files, "verdicts": found})
+        return
     console.print(f"report: {folder / 'report.md'} ({len(files)} files)")
     for verdict in verdicts(results):
         console.print(f"- {verdict.claim}: {verdict.numbers} -> [bold]{verdict.word}[/]")
 
 
 @contextlib.contextmanager
-def _progress(total: int) -> Iterator[Callable[[str], None]]:
-    """A progress bar over `total` steps; yields `say(text)`, one step each."""
+def _progress(total: int, quiet_stdout: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar over `total` steps (on stderr with `--json`); yields `say(text)`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -115,7 +121,7 @@ def _progress(total: int) -> Iterator[Callable[[str], None]]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=err_console if quiet_stdout else console) as progress:
         task = progress.add_task("benchmark", total=total)
 
         def say(text: str) -> None:

@@ -7,18 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from proto2prod.cli.output import console, user_errors
+from proto2prod.cli.output import JsonOption, console, print_json, user_errors
 from proto2prod.errors import InvalidArgument
 
 
 def drift(
     model: Annotated[str, typer.Argument(help="The reference the service serves: NAME@ALIAS.")],
     url: Annotated[str, typer.Option(help="The service, e.g. http://127.0.0.1:3000.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Per statistic: PSI (and KS p) of the service's live window against the version's
     reference, and a verdict: stable < 0.1 <= watch < 0.25 <= retrain."""
-    import json
 
     from rich.table import Table
 
@@ -36,7 +35,7 @@ def drift(
             )
         report = _drift_report(url, found.get("drift"))
     if as_json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
         return
     if "statistics" not in report:
         console.print(f"no drift check yet: {report.get('note', 'the service has none')}")

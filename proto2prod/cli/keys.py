@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from proto2prod.cli.output import console, err_console, user_errors
+from proto2prod.cli.output import JsonOption, console, err_console, print_json, user_errors
 
 if TYPE_CHECKING:
     from proto2prod.service.keys import KeyStore
@@ -31,21 +31,24 @@ def create(
     scope: Annotated[
         str, typer.Option(help="predict (/predict, /metadata) or admin (also /admin/*).")
     ] = "predict",
+    as_json: JsonOption = False,
 ) -> None:
     """Make a key; it is printed once (only a salted hash is kept)."""
     with user_errors():
         store = _store()
         key = store.create(name, scope)
+    if as_json:
+        print_json({"name": name, "scope": scope, "key": key, "file": str(store.path)})
+        return
     err_console.print(f"key {name!r} ({scope}) stored in {store.path}; it is shown only now:")
     print(key)
 
 
 @keys.command("list")
 def list_(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The keys (names, scopes, dates; never the keys)."""
-    import json
 
     from rich.table import Table
 
@@ -55,7 +58,7 @@ def list_(
         store = _store()
         found = [summary(r) for r in store.records()]
     if as_json:
-        print(json.dumps(found, indent=2))
+        print_json(found)
         return
     table = Table(title=f"{len(found)} keys in {store.path}")
     for column in ("name", "id", "scope", "created"):

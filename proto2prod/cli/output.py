@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON (one document on stdout) instead of text.")
+]
+"""`--json`, the same on every command that lists or reports."""
+
+
+def print_json(found: object) -> None:
+    """`found` as the command's one JSON document on stdout."""
+    import json
+
+    print(json.dumps(found, indent=2, default=str))
 
 
 def open_registry() -> Registry:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-from proto2prod.cli.output import console, open_registry, user_errors
+from proto2prod.cli.output import JsonOption, console, open_registry, print_json, user_errors
 from proto2prod.errors import InvalidArgument, SettingsError
 
 webhook = typer.Typer(
@@ -49,6 +49,7 @@ def receiver_url(url: str) -> str:
 def create(
     name: Annotated[str, typer.Argument(help="A name for the webhook, e.g. digits-production.")],
     url: Annotated[str, typer.Option(help="The service's URL, e.g. http://10.0.0.5:3000.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Deliver alias moves (set, moved, deleted) to a service, signed with
     PROTO2PROD_WEBHOOK_SECRET (the service must have the same secret)."""
@@ -71,15 +72,17 @@ def create(
                 description="proto2prod: alias moves for a model service",
                 secret=secret,
             )
+    if as_json:
+        print_json({"id": created.webhook_id, "name": name, "url": target})
+        return
     console.print(f"webhook {created.webhook_id} ({name}) -> {target}", highlight=False)
 
 
 @webhook.command("list")
 def list_(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The tracking server's webhooks."""
-    import json
 
     from rich.table import Table
 
@@ -97,7 +100,7 @@ def list_(
                 for hook in registry.client.list_webhooks()
             ]
     if as_json:
-        print(json.dumps(found, indent=2))
+        print_json(found)
         return
     table = Table(title=f"{len(found)} webhooks")
     for column in ("id", "name", "url", "events", "status"):
@@ -126,13 +129,12 @@ def delete(
 
 def compare(
     name: Annotated[str, typer.Argument(help="Registered model name, e.g. digits.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
     all_kinds: Annotated[
         bool, typer.Option("--all", help="With --json: the drift runs too.")
     ] = False,
 ) -> None:
     """The shadow and canary comparisons services logged for NAME, newest first."""
-    import json
 
     from rich.table import Table
 
@@ -142,7 +144,7 @@ def compare(
         kinds = ("shadow", "canary", "drift") if all_kinds and as_json else ("shadow", "canary")
         found = comparisons(open_registry(), name, kinds=kinds)
     if as_json:
-        print(json.dumps(found, indent=2))
+        print_json(found)
         return
     if not found:
         console.print(f"no shadow or canary has run for {name} (proto2prod serve --shadow ...)")

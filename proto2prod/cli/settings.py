@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import typer
 
-from proto2prod.cli.output import console
+from proto2prod.cli.output import JsonOption, console, print_json
 
 
 def settings(
     markdown: bool = typer.Option(False, "--markdown", help="The README's table, as Markdown."),
-    as_json: bool = typer.Option(False, "--json", help="One object per setting, as JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """List the environment variables proto2prod reads, with defaults and what is set now."""
     from proto2prod.setting import declarations, table
@@ -34,7 +33,7 @@ def settings(
         if declared.env is not None
     ]
     if as_json:
-        print(json.dumps(rows, indent=2, default=str))
+        print_json(rows)
         return
     for row in rows:
         now = f" = {row['set']}" if row["set"] is not None else ""

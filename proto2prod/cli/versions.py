@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from proto2prod.cli.output import BarProgress, console, open_registry, user_errors
+from proto2prod.cli.output import (
+    BarProgress,
+    JsonOption,
+    console,
+    err_console,
+    open_registry,
+    print_json,
+    user_errors,
+)
 from proto2prod.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ def train(
         str | None, typer.Option("--alias", "-a", help="Point this alias at the new version.")
     ] = None,
     quick: Annotated[bool, typer.Option(help="A short training run (for smoke tests).")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Train a model definition, publish it to the registry and register a new version."""
     with user_errors():
@@ -52,11 +60,13 @@ def train(
         with BarProgress() as progress:
             trained = _train(definition, progress, quick)
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in trained.metrics.items())
-        console.print(f"trained [bold]{definition.model.name}[/]: {metrics}")
+        (err_console if as_json else console).print(
+            f"trained [bold]{definition.model.name}[/]: {metrics}"
+        )
         published = publish(
             registry, definition, trained, alias=alias, source_path=Path(model_file.split(":")[0])
         )
-    _say_registered(published)
+    _say_registered(published, trained.metrics, as_json)
 
 
 def register(
@@ -84,6 +94,7 @@ def register(
     alias: Annotated[
         str | None, typer.Option("--alias", "-a", help="Point this alias at the new version.")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Register weights trained elsewhere (a notebook, a cluster, a checkpoint) as a version.
 
@@ -114,7 +125,7 @@ def register(
             source_path=Path(model_file.split(":")[0]),
             origin=origin,
         )
-    _say_registered(published)
+    _say_registered(published, metrics, as_json)
 
 
 def _train(definition: Definition, progress: BarProgress, quick: bool) -> Trained:
@@ -161,7 +172,19 @@ def _number(option: str, key: str, value: str) -> float:
     return number
 
 
-def _say_registered(published: Published) -> None:
+def _say_registered(published: Published, metrics: dict[str, float], as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "name": published.name,
+                "version": published.version,
+                "alias": published.alias,
+                "run_id": published.run_id,
+                "uri": published.uri,
+                "metrics": metrics,
+            }
+        )
+        return
     tail = f" with alias [bold]@{published.alias}[/]" if published.alias else ""
     console.print(
         f"registered [bold]{published.name}[/] version [bold]{published.version}[/]{tail}: "
@@ -171,13 +194,13 @@ def _say_registered(published: Published) -> None:
 
 def versions(
     name: Annotated[str, typer.Argument(help="Registered model name, e.g. digits.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List the versions of a model with their aliases and metrics, newest first."""
     with user_errors():
         found = open_registry().versions(name)
     if as_json:
-        typer.echo(json.dumps([v.to_json() for v in found], indent=2))
+        print_json([v.to_json() for v in found])
         return
     from rich.table import Table
 
@@ -200,10 +223,14 @@ def promote(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[int, typer.Argument(help="Version number to point the alias at.")],
     alias: AliasOption = "production",
+    as_json: JsonOption = False,
 ) -> None:
     """Point an alias at a version (services following the alias pick it up)."""
     with user_errors():
         previous = open_registry().promote(name, version, alias)
+    if as_json:
+        print_json({"name": name, "alias": alias, "version": str(version), "was": previous})
+        return
     before = f" (was version {previous})" if previous and previous != str(version) else ""
     console.print(f"{name}@{alias} -> version {version}{before}")
 
@@ -211,8 +238,12 @@ def promote(
 def rollback(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     alias: AliasOption = "production",
+    as_json: JsonOption = False,
 ) -> None:
     """Move an alias back to the version it pointed at before the last promote."""
     with user_errors():
         current, previous = open_registry().rollback(name, alias)
+    if as_json:
+        print_json({"name": name, "alias": alias, "version": previous, "was": current})
+        return
     console.print(f"{name}@{alias} -> version {previous} (rolled back from {current})")
