@@ -14,6 +14,7 @@ ARCHITECTURES = [
     "prototype",
     "asgi",
     "decoupled",
+    "node",
     "service",
     "bentoml-batchable",
     "mlflow",

@@ -14,8 +14,9 @@ from typing import Any
 from proto2prod.benchmarks import charts
 from proto2prod.benchmarks.blocks import Block, Heading, Image, Table, Text
 from proto2prod.benchmarks.charts import ARCHITECTURE_ORDER
+from proto2prod.benchmarks.projections import FRONT_END_CORES, projections
 from proto2prod.benchmarks.report_scenarios import scenario_blocks
-from proto2prod.benchmarks.verdicts import FRONT_END_CORES, projections, verdicts
+from proto2prod.benchmarks.verdicts import verdicts
 
 ARCHITECTURES_EXPLAINED = (
     "Architectures: `limit` raw in-process forward passes (no HTTP); `gradio` "

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -150,6 +151,9 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
                     continue
                 if arch == "litserve" and importlib.util.find_spec("litserve") is None:
                     say(f"{model}: skipping litserve (not installed: pip install litserve)")
+                    continue
+                if arch == "node" and shutil.which("node") is None:
+                    say(f"{model}: skipping node (no Node.js on PATH)")
                     continue
                 _measure_architecture(bench, subject, arch, results, out)
             _scenarios(bench, subject, results)

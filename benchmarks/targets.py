@@ -163,6 +163,51 @@ def _decoupled(launch: Launch, stack: contextlib.ExitStack) -> Target:
     return Target(launch.name, launch.url, "gradio", "predict", "/", roles)
 
 
+def _node(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    """The Node.js front end (examples/web-node) in front of the service: a thin front end
+    in another language, on the same cores as the service (as `decoupled`'s Gradio)."""
+    svc = dataclasses.replace(launch, name="node-service", port=free_port())
+    service = _service(svc, stack)
+    folder = web_node(launch.home)
+    args = [node_binary(), str(folder / "server.js")]
+    env = {"SERVICE_URL": svc.url, "PORT": str(launch.port), "HOST": "127.0.0.1"}
+    front = launch.run(stack, args, f"{launch.url}/healthz", **env)
+    roles = {"front end": front, "service": service.processes["service"]}
+    return Target(launch.name, launch.url, "json", "/predict", "/healthz", roles)
+
+
+def node_binary() -> str:
+    found = shutil.which("node")
+    if found is None:
+        raise FileNotFoundError(
+            "the node architecture runs examples/web-node with Node.js 20 or newer, and no "
+            "`node` is on PATH; install Node.js, or leave node out of --architectures"
+        )
+    return found
+
+
+def web_node(home: Path) -> Path:
+    """The Node example copied under `home` with its packages (`npm ci`, once per home)."""
+    import subprocess
+
+    from proto2prod import examples
+
+    folder = home / "web-node"
+    if not (folder / "node_modules").is_dir():
+        source = Path(examples.__file__).parent / "web-node"
+        skipped = shutil.ignore_patterns("node_modules")
+        shutil.copytree(source, folder, dirs_exist_ok=True, ignore=skipped)
+        npm = shutil.which("npm") or "npm"
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--omit=dev"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    return folder
+
+
 def _prototype(launch: Launch, stack: contextlib.ExitStack) -> Target:
     args = [*P2P, "prototype", launch.entry, "--model", launch.ref, "--port", str(launch.port)]
     pid = launch.run(stack, args, launch.url)
@@ -210,6 +255,7 @@ def _mlflow(launch: Launch, stack: contextlib.ExitStack) -> Target:
 STARTERS: dict[str, Callable[[Launch, contextlib.ExitStack], Target]] = {
     "service": _service,
     "decoupled": _decoupled,
+    "node": _node,
     "prototype": _prototype,
     "gradio": _model_app,
     "asgi": _model_app,

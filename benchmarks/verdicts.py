@@ -6,8 +6,12 @@ functions below only compare. A claim a run did not measure is left out, never p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from proto2prod.benchmarks import reasons
+from proto2prod.benchmarks.projections import projections, run_row, top_users
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,11 @@ class Targets:
     tail_ratio: float = 1.5
     """Service p99 over p50."""
     light_p99_ms: float = 50.0
-    """The decoupled front end's page while the model route is saturated."""
+    """The decoupled (Gradio) front end's page while the model route is saturated."""
+    node_light_p99_ms: float = 20.0
+    """The Node front end's light route while the model route is saturated."""
+    node_share: float = 0.9
+    """The Node front end's req/s over the service's alone."""
     swap_slack_s: float = 5.0
     """A promoted version answers within the poll interval plus this."""
     restart_gap_s: float = 1.0
@@ -63,17 +71,6 @@ class Verdict:
         return "holds" if self.holds else "does not hold here"
 
 
-def run_row(results: dict[str, Any], model: str, arch: str, users: int) -> dict[str, Any] | None:
-    for row in results["runs"]:
-        if (row["model"], row["architecture"], row["users"]) == (model, arch, users):
-            return dict(row)
-    return None
-
-
-def top_users(results: dict[str, Any]) -> int:
-    return max((r["users"] for r in results["runs"] if r["architecture"] != "limit"), default=0)
-
-
 def _loadgen_reason(*rows: dict[str, Any]) -> str:
     if any(r.get("loadgen_saturated") for r in rows):
         return "the load generator's core was saturated: it, not the server, was the limit"
@@ -90,11 +87,16 @@ def verdicts(results: dict[str, Any], t: Targets = TARGETS) -> list[Verdict]:
             continue
         out += _throughput(results, model, users, service, t)
     out += _responsiveness(results, t)
+    out += _node_throughput(results, t)
     out += _updates(results, t)
     out += _memory(results, t)
     out += _projections(results, t)
     out += _rollouts(results, t)
-    return out
+    # a reason says why a claim fails: kept for those only, and never left empty for them
+    return [
+        dataclasses.replace(v, reason="") if v.holds else v if v.reason else reasons.explained(v)
+        for v in out
+    ]
 
 
 def _rollouts(results: dict[str, Any], t: Targets) -> list[Verdict]:
@@ -149,7 +151,7 @@ def _throughput(
             "batched limit",
             f"{service['rps']:.0f} req/s vs limit {limit:.0f} samples/s ({share:.0%})",
             share >= t.limit_share,
-            _loadgen_reason(service),
+            _loadgen_reason(service) or reasons.below_limit(service, limit),
         )
     )
     for peer, factor in t.peers:
@@ -162,7 +164,7 @@ def _throughput(
                 f"{model}, {users} users: the service serves >= {factor:g}x `{peer}`",
                 f"{service['rps']:.0f} vs {other['rps']:.0f} req/s ({ratio:.2f}x)",
                 ratio >= factor,
-                _loadgen_reason(service),
+                _loadgen_reason(service) or reasons.peer_close(service, other),
             )
         )
     out += _against_bare(results, model, users, service, t)
@@ -173,6 +175,7 @@ def _throughput(
                 f"{model}, {users} users: service p99 <= {t.tail_ratio:g}x p50",
                 f"p50 {service['p50_ms']:.1f} ms, p99 {service['p99_ms']:.1f} ms ({tail:.2f}x)",
                 tail <= t.tail_ratio,
+                reasons.long_tail(service, service.get("limit_samples_per_s") or 0),
             )
         )
     errors = sum(
@@ -212,21 +215,46 @@ def _against_bare(
 def _responsiveness(results: dict[str, Any], t: Targets) -> list[Verdict]:
     out = []
     rows = results["scenarios"].get("responsiveness", [])
+    fronts = {"decoupled": ("Gradio", t.light_p99_ms), "node": ("Node", t.node_light_p99_ms)}
     for row in rows:
-        if row["architecture"] != "decoupled":
+        if row["architecture"] not in fronts:
             continue
+        kind, target = fronts[row["architecture"]]
         inside = [
             r["p99_ms"]
             for r in rows
             if r["model"] == row["model"] and r["architecture"] in ("gradio", "prototype")
         ]
         vs = f"; model-in-server p99 {max(inside):.0f} ms" if inside else ""
+        holds = row["p99_ms"] <= target
         out.append(
             Verdict(
-                f"{row['model']}: the decoupled front end's page stays responsive "
-                f"(p99 <= {t.light_p99_ms:g} ms) while the model route is saturated",
+                f"{row['model']}: the {kind} front end's page stays responsive "
+                f"(p99 <= {target:g} ms) while the model route is saturated",
                 f"light route p99 {row['p99_ms']:.1f} ms{vs}",
-                row["p99_ms"] <= t.light_p99_ms,
+                holds,
+                "" if holds else reasons.slow_page(results, row),
+            )
+        )
+    return out
+
+
+def _node_throughput(results: dict[str, Any], t: Targets) -> list[Verdict]:
+    users = top_users(results)
+    out = []
+    for model in dict.fromkeys(r["model"] for r in results["runs"]):
+        node, service = (run_row(results, model, a, users) for a in ("node", "service"))
+        if node is None or service is None or not service["rps"]:
+            continue
+        ratio = node["rps"] / service["rps"]
+        holds = ratio >= t.node_share
+        out.append(
+            Verdict(
+                f"{model}, {users} users: the Node front end in front of the service keeps "
+                f">= {t.node_share:g}x the service's req/s alone",
+                f"{node['rps']:.0f} vs {service['rps']:.0f} req/s ({ratio:.2f}x)",
+                holds,
+                "" if holds else reasons.front_end_cost(node, service),
             )
         )
     return out
@@ -268,6 +296,7 @@ def _memory(results: dict[str, Any], t: Targets) -> list[Verdict]:
                 f"{top['decoupled_mb']:.0f} MB vs {top['in_server_mb']:.0f} MB "
                 f"({top['ratio']:.0%})",
                 top["ratio"] <= t.memory_ratio,
+                reasons.memory(mem),
             )
         )
         out.append(
@@ -306,82 +335,5 @@ def _projections(results: dict[str, Any], t: Targets) -> list[Verdict]:
                 if p["core_busy"] < 0.9
                 else "",
             )
-        )
-    return out
-
-
-FRONT_END_CORES = (1, 2, 4, 8, 16)
-
-
-def _pair_without_page_loads(results: dict[str, Any], model: str) -> dict[str, Any] | None:
-    """The queue scenario's run of the default front end: the decoupled pair under the same
-    load, without the throughput point's extra user loading the Gradio page (whose CPU
-    would count against each prediction)."""
-    for queue in results["scenarios"].get("queue", []):
-        for row in queue["rows"] if queue["model"] == model else []:
-            if row["concurrency"] is None and row.get("server_cpu"):
-                limits = [
-                    r
-                    for r in results["runs"]
-                    if r["model"] == model and r.get("limit_samples_per_s")
-                ]
-                return {
-                    **row,
-                    "users": queue["users"],
-                    "limit_samples_per_s": limits[-1]["limit_samples_per_s"] if limits else 0,
-                    "point": "the queue scenario's default front end (no page-load user)",
-                }
-    return None
-
-
-def projections(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """From measured CPU per request, the req/s of k front-end cores before one service.
-
-    The decoupled point measures each process's CPU per request with the two sharing one
-    core, so the pair's ceiling there is 1 / (front end + service): the check against what
-    was measured. On separate cores each side scales apart: k front-end cores give
-    k / front end; one saturated service core gives 1 / (its CPU per request when it alone
-    is saturated: the `service` point, where batches are full). On a GPU the forward pass
-    leaves the CPU (the raw limit's per-item time is taken off), so the service's
-    per-request CPU work bounds it. Those figures need more cores than this machine has.
-    """
-    out = []
-    users = top_users(results)
-    for model in dict.fromkeys(r["model"] for r in results["runs"]):
-        pair = _pair_without_page_loads(results, model) or run_row(
-            results, model, "decoupled", users
-        )
-        cpu = (pair or {}).get("server_cpu") or {}
-        if pair is None or not pair["rps"] or not {"front end", "service"} <= set(cpu):
-            continue
-        front_ms = 1000 * cpu["front end"] / pair["rps"]
-        service_ms = 1000 * cpu["service"] / pair["rps"]
-        alone = run_row(results, model, "service", users) or {}
-        alone_cpu = (alone.get("server_cpu") or {}).get("service")
-        saturated_ms = 1000 * alone_cpu / alone["rps"] if alone_cpu and alone["rps"] else service_ms
-        limit = pair.get("limit_samples_per_s") or 0
-        forward_ms = 1000 / limit if limit else 0.0
-        gpu_service_ms = max(saturated_ms - forward_ms, 1e-3)
-        out.append(
-            {
-                "model": model,
-                "users": pair["users"],
-                "point": pair.get(
-                    "point", "the decoupled throughput point (with the page-load user)"
-                ),
-                "front_end_ms": front_ms,
-                "service_ms": service_ms,
-                "saturated_service_ms": saturated_ms,
-                "forward_ms": forward_ms,
-                "core_busy": cpu["front end"] + cpu["service"],
-                "measured_rps": pair["rps"],
-                "shared_core_rps": 1000 / (front_ms + service_ms),
-                "cpu_service": {
-                    k: min(k * 1000 / front_ms, 1000 / saturated_ms) for k in FRONT_END_CORES
-                },
-                "gpu_service": {
-                    k: min(k * 1000 / front_ms, 1000 / gpu_service_ms) for k in FRONT_END_CORES
-                },
-            }
         )
     return out

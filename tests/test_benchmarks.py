@@ -102,7 +102,8 @@ def test_peers_the_load_generator_and_the_reason_a_verdict_fails() -> None:
     found = {v.claim: v for v in verdicts.verdicts(results)}
     batchable = found[next(c for c in found if "1.2x `bentoml-batchable`" in c)]
     assert batchable.holds is False and "(1.12x)" in batchable.numbers
-    assert batchable.reason == ""  # nothing in the run explains it
+    # nothing in the run explains it (no CPU figures): the report says so, never blank
+    assert "measured no cause" in batchable.reason
     results["runs"][0]["loadgen_saturated"] = True
     found = {v.claim: v for v in verdicts.verdicts(results)}
     batchable = found[next(c for c in found if "1.2x `bentoml-batchable`" in c)]
@@ -154,6 +155,48 @@ def test_projection_from_the_cpu_each_side_spends_per_request() -> None:
     (p,) = verdicts.projections(results)
     assert (p["front_end_ms"], p["service_ms"]) == pytest.approx((10, 2))
     assert "no page-load user" in p["point"] and p["forward_ms"] == pytest.approx(1)
+
+
+def test_thin_front_ends_verdicts_say_why_from_the_cpu_they_spend() -> None:
+    """`node` against `decoupled`: the light route's target per front end (20 ms for Node,
+    50 ms for Gradio), the Node pair's req/s against the service alone, and a failing
+    verdict's reason computed from the CPU each process spent per request."""
+
+    def row(arch: str, rps: float, cpu: dict[str, float]) -> dict[str, object]:
+        latency = {"p50_ms": 90.0, "p95_ms": 100.0, "p99_ms": 110.0, "errors": 0}
+        where = {"model": "heavy", "architecture": arch, "users": 32, "rps": rps}
+        return {**where, **latency, "limit_samples_per_s": 400.0, "server_cpu": cpu}
+
+    def light(arch: str, p99: float) -> dict[str, object]:
+        return {"model": "heavy", "architecture": arch, "users": 32, "p99_ms": p99}
+
+    runs = [
+        row("service", 300.0, {"service": 0.99}),
+        row("node", 282.0, {"front end": 0.09, "service": 0.9}),
+        row("decoupled", 150.0, {"front end": 0.6, "service": 0.39}),
+    ]
+    results = {
+        "runs": runs,
+        "scenarios": {"responsiveness": [light("node", 4.2), light("decoupled", 310.0)]},
+    }
+    found = {v.claim: v for v in verdicts.verdicts(results)}
+    saturated = "while the model route is saturated"
+    node_page = found[
+        f"heavy: the Node front end's page stays responsive (p99 <= 20 ms) {saturated}"
+    ]
+    gradio_page = found[
+        f"heavy: the Gradio front end's page stays responsive (p99 <= 50 ms) {saturated}"
+    ]
+    assert node_page.holds and node_page.reason == ""
+    assert gradio_page.holds is False
+    assert "4.00 ms of CPU on every prediction it forwarded" in gradio_page.reason  # 0.6/150
+    assert "99% busy" in gradio_page.reason
+    share = next(v for c, v in found.items() if "Node front end in front of the service" in c)
+    assert share.holds and "(0.94x)" in share.numbers
+    runs[1]["rps"] = 240.0  # 0.8x: fails, and says what the front end costs
+    share = next(v for v in verdicts.verdicts(results) if "Node front end in front" in v.claim)
+    assert share.holds is False and "0.38 ms of CPU per request" in share.reason
+    assert all(v.reason for v in verdicts.verdicts(results) if not v.holds)
 
 
 def test_plan_options_name_the_option_at_fault() -> None:
@@ -252,9 +295,9 @@ def test_quick_bench_end_to_end_leaves_no_process(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--architectures",
-            ",".join(a for a in ARCHITECTURES if a not in ("bare", "litserve")),
+            ",".join(a for a in ARCHITECTURES if a not in ("bare", "litserve", "node")),
         ],
-        # bare and litserve: started, asked and stopped on their own below (CI's minutes)
+        # bare, litserve and node: started, asked and stopped on their own below (CI's minutes)
         capture_output=True,
         text=True,
         env=env,
@@ -339,12 +382,13 @@ def registered_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-@pytest.mark.parametrize("arch", ["bare", "litserve"])
+@pytest.mark.parametrize("arch", ["bare", "litserve", "node"])
 def test_the_reference_servers_answer_the_benchmarks_requests(
     registered_digits: Path, tmp_path: Path, arch: str
 ) -> None:
-    """`bare` and `litserve` serve MLflow's pyfunc of the registered version: the same
-    answers as the service's, to the same `{"inputs": [item]}`."""
+    """`bare` and `litserve` serve MLflow's pyfunc of the registered version, `node` is the
+    Node front end (examples/web-node) in front of the service: the same answers as the
+    service's, to the same `{"inputs": [item]}`."""
     from proto2prod.benchmarks import targets
     from proto2prod.definition import load_definition
 
