@@ -8,8 +8,9 @@ in front of it. docs/architecture.md draws the parts and a request's path throug
 
 Routes: `POST /predict` (`{"inputs": [item, ...]}` -> `{"outputs": [...], "model",
 "version"}` plus an `X-Model-Version` header; answered by service/predict.py ahead of
-BentoML's dispatch), `GET /metadata` and `POST /admin/*` (service/routes.py), and
-BentoML's `/livez`, `/readyz`, `/metrics`, `/docs`.
+BentoML's dispatch), `/mcp` (the model as an MCP tool, service/mcp_tool.py), `GET
+/openapi.json` (service/openapi.py), `GET /metadata` and `POST /admin/*`
+(service/routes.py), and BentoML's `/livez`, `/readyz`, `/metrics`, `/docs`.
 
 No `from __future__ import annotations` here: BentoML reads the real types of `predict`.
 """
