@@ -15,6 +15,7 @@ ARCHITECTURE_ORDER = [
     "bentoml-batchable",
     "litserve",
     "decoupled",
+    "node",
     "bare",
     "service",
 ]

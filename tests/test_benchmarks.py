@@ -199,6 +199,16 @@ def test_thin_front_ends_verdicts_say_why_from_the_cpu_they_spend() -> None:
     assert all(v.reason for v in verdicts.verdicts(results) if not v.holds)
 
 
+def test_every_architecture_has_its_place_in_the_report() -> None:
+    """The report and its charts order rows by ARCHITECTURE_ORDER: one missing there fails
+    the report's writing at the end of a run (as `node` once did)."""
+    from proto2prod.benchmarks.charts import ARCHITECTURE_ORDER
+    from proto2prod.benchmarks.report import ARCHITECTURES_EXPLAINED
+
+    assert sorted(ARCHITECTURE_ORDER) == sorted(["limit", *ARCHITECTURES])
+    assert all(f"`{a}`" in ARCHITECTURES_EXPLAINED for a in ARCHITECTURE_ORDER)
+
+
 def test_plan_options_name_the_option_at_fault() -> None:
     from proto2prod.benchmarks.plan import Plan
     from proto2prod.errors import InvalidArgument

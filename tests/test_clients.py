@@ -325,6 +325,14 @@ def test_the_node_server_forwards_bodies_statuses_and_failures(
         assert httpx.post(f"{node}/predict", json={"inputs": [_item(served)]}).headers[
             "x-model-version"
         ]
+        # the typed client (openapi-fetch) reads /metadata for the page
+        model = httpx.get(f"{node}/model", timeout=30).json()
+        assert model == {
+            "name": "digits",
+            "version": "1",
+            "reference": "digits@production",
+            "ready": True,
+        }
     keyless, started = _node(web_node, served.url, tmp_path / "keyless.log")
     with started:
         refused = httpx.post(
@@ -391,6 +399,7 @@ def test_the_node_page_uploads_draws_and_shows_errors_in_chromium(
             page.wait_for_selector("#answer:not([hidden])")
             assert page.inner_text("#label") == expected
             assert page.inner_text("#version") == "1"
+            assert page.inner_text("#served") == "Serving digits@production, version 1."
             box = page.locator("#sketch").bounding_box()
             assert box is not None
             page.mouse.move(box["x"] + 70, box["y"] + 25)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openapi_spec_validator import validate
 
 from proto2prod.service.distribution import SOURCE_JUNK
 from tests.conftest import ROOT
@@ -108,7 +109,11 @@ def predict(url: str, item: dict[str, float]) -> dict:
 def test_the_wheel_installs_one_package_and_imports_from_the_venv(project: Project) -> None:
     with zipfile.ZipFile(project.wheel) as wheel:
         top_level = wheel.read("proto2prod-0.1.0.dist-info/top_level.txt").decode().split()
+        names = wheel.namelist()
     assert top_level == ["proto2prod"]
+    for shipped in ("server.js", "index.html", "package.json", "package-lock.json", "api.d.ts"):
+        assert f"proto2prod/examples/web-node/{shipped}" in names, shipped  # the node bench
+    assert not any("node_modules" in name for name in names)
     code = (
         "import proto2prod.service.app as s, proto2prod.registry as r;print(s.__file__, r.__file__)"
     )
@@ -156,6 +161,20 @@ def test_train_serve_and_predict_from_the_users_folder(trained: Project) -> None
         with bentoml.SyncHTTPClient(url) as client:
             result = client.predict(inputs=[SETOSA, VIRGINICA])
         assert [o["label"] for o in result["outputs"]] == ["setosa", "virginica"]
+        # the user's model from any client: the document the CLI prints is the one served,
+        # and the package's own client answers from the user's venv
+        printed = trained.run(trained.bin / "proto2prod", "openapi", "iris@production")
+        served = httpx.get(f"{url}/openapi.json", timeout=10).json()
+        assert json.loads(printed) == served and served["info"]["x-model"] == "iris"
+        validate(served)
+        code = (
+            "import sys; from proto2prod.client import Client; "
+            "print(Client(sys.argv[1]).predict([dict(zip(sys.argv[2::2], map(float, "
+            "sys.argv[3::2])))]).outputs[0]['label'])"
+        )
+        pairs = [str(x) for key, value in VIRGINICA.items() for x in (key, value)]
+        said = trained.run(trained.bin / "python", "-c", code, url, *pairs)
+        assert said.strip() == "virginica"
     assert "proto2prod imported the user's own" not in log.read_text()
 
 
