@@ -67,7 +67,9 @@ def run_demo(port: int, ui_port: int, once: bool) -> None:
         console.print("\n[bold]The service answers[/] (a held-out 7):")
         console.print(curl, soft_wrap=True, highlight=False, markup=False)
         said = {"outputs": answer.outputs, "model": answer.model, "version": answer.version}
-        console.print(json.dumps(said), soft_wrap=True, highlight=False, markup=False)
+        console.print(
+            json.dumps(said, separators=(",", ":")), soft_wrap=True, highlight=False, markup=False
+        )
         console.print("\nstarting the Gradio prototype in remote mode, in front of the service")
         ui = spawn(
             [*p2p, "prototype", "--backend", url, "--port", str(ui_port)], logs / "demo-ui.log"
