@@ -197,12 +197,25 @@ class _Base:
         if size > self.max_answer_bytes:
             raise self._too_large(path, size, declared=False)
 
-    def _wait(self, reply: Reply, started: float) -> float | None:
-        """Seconds to wait before the next try, or None when the budget is spent."""
+    def _wait(self, reply: Reply, retry: bool, started: float, tries: int) -> float | None:
+        """Seconds to wait before sending again; None: `reply` is the answer. `Overloaded`
+        once a 429/503 with `Retry-After` comes past the budget."""
+        if not (retry and reply.status in RETRIED and "retry-after" in reply.headers):
+            return None
         wait = reply.retry_after()
         if time.monotonic() + wait - started > self.retry_budget_s:
-            return None
+            raise self._overloaded(reply, tries, started)
         return wait
+
+    @staticmethod
+    def _predict_request(items: Sequence[Any], request_key: str | None) -> dict[str, Any]:
+        headers = {"X-Request-Key": request_key} if request_key else None
+        return {"json": {"inputs": list(items)}, "headers": headers}
+
+    def _prediction(self, reply: Reply, sent: int) -> Prediction:
+        if reply.status != 200:
+            raise refusal(reply)
+        return prediction(reply, self.url, sent)
 
     def _metadata(self, reply: Reply) -> dict[str, Any]:
         if reply.status != 200:
@@ -246,12 +259,8 @@ class Client(_Base):
         """The outputs for `items`, in order. Raises `InvalidInput` (422: `index`, `field`),
         `Overloaded` (429/503 past the retry budget), `ServiceUnreachable`, `NotAService`,
         or the service's own refusal."""
-        headers = {"X-Request-Key": request_key} if request_key else None
-        body = {"inputs": list(items)}
-        reply = self.send("POST", "/predict", json=body, headers=headers)
-        if reply.status != 200:
-            raise refusal(reply)
-        return prediction(reply, self.url, len(body["inputs"]))
+        reply = self.send("POST", "/predict", **self._predict_request(items, request_key))
+        return self._prediction(reply, len(items))
 
     def metadata(self) -> dict[str, Any]:
         """`/metadata`: the version served, its fields, the registry's state."""
@@ -270,11 +279,9 @@ class Client(_Base):
         while True:
             reply = self._once(method, path, **kwargs)
             tries += 1
-            if not (retry and reply.status in RETRIED and "retry-after" in reply.headers):
-                return reply
-            wait = self._wait(reply, started)
+            wait = self._wait(reply, retry, started, tries)
             if wait is None:
-                raise self._overloaded(reply, tries, started)
+                return reply
             time.sleep(wait)
 
     def _once(self, method: str, path: str, **kwargs: Any) -> Reply:
@@ -336,12 +343,8 @@ class AsyncClient(_Base):
 
     async def predict(self, items: Sequence[Any], *, request_key: str | None = None) -> Prediction:
         """As `Client.predict`."""
-        headers = {"X-Request-Key": request_key} if request_key else None
-        body = {"inputs": list(items)}
-        reply = await self.send("POST", "/predict", json=body, headers=headers)
-        if reply.status != 200:
-            raise refusal(reply)
-        return prediction(reply, self.url, len(body["inputs"]))
+        reply = await self.send("POST", "/predict", **self._predict_request(items, request_key))
+        return self._prediction(reply, len(items))
 
     async def metadata(self) -> dict[str, Any]:
         return self._metadata(await self.send("GET", "/metadata"))
@@ -357,11 +360,9 @@ class AsyncClient(_Base):
         while True:
             reply = await self._once(method, path, **kwargs)
             tries += 1
-            if not (retry and reply.status in RETRIED and "retry-after" in reply.headers):
-                return reply
-            wait = self._wait(reply, started)
+            wait = self._wait(reply, retry, started, tries)
             if wait is None:
-                raise self._overloaded(reply, tries, started)
+                return reply
             await asyncio.sleep(wait)
 
     async def _once(self, method: str, path: str, **kwargs: Any) -> Reply:

@@ -43,13 +43,6 @@ def keyed(field: Field) -> dict[str, Any]:
     return {"type": "object", "properties": {field.name: schema}, "required": [field.name]}
 
 
-def item_of(model: Model, arguments: dict[str, Any]) -> Any:
-    """The `/predict` item a tool call's arguments stand for."""
-    if model.inputs.json_schema().get("type") == "object":
-        return arguments
-    return arguments.get(model.inputs.name)
-
-
 def structured(model: Model, output: Any) -> dict[str, Any]:
     return output if isinstance(output, dict) else {model.outputs.name: output}
 
@@ -75,11 +68,14 @@ class ModelTool:
             **output_schema,
             "properties": {**output_schema.get("properties", {}), "version": {"type": "string"}},
         }
+        input_schema = keyed(model.inputs)
+        self.named_inputs = model.inputs.json_schema().get("type") == "object"  # once, here
+        """Named inputs are the item as they are; a single field's value is under its name."""
         self.tool = types.Tool(
             name=model.name,
             title=model.title or model.name,
             description=docstring(model),
-            inputSchema=keyed(model.inputs),
+            inputSchema=input_schema,
             outputSchema=output_schema,
         )
 
@@ -101,7 +97,8 @@ class ModelTool:
         if answer is None:
             raise RuntimeError("the service is starting; call again shortly")
         deadline = asyncio.get_running_loop().time() + self.timeout_s
-        found = await answer([item_of(self.model, arguments)], deadline, RequestInfo(small=False))
+        item = arguments if self.named_inputs else arguments.get(self.model.inputs.name)
+        found = await answer([item], deadline, RequestInfo(small=False))
         if found.status != 200:
             raise RuntimeError(f"{found.status} {found.body.get('error')}: {found.body['message']}")
         return {

@@ -87,10 +87,15 @@ def app(predict: Any) -> Any:
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
             try:
-                outputs = await batcher.submit(json.loads(body)["inputs"])
-                answer = {"outputs": outputs}
-            except Exception as exc:
-                status, answer = 500, {"error": type(exc).__name__, "message": str(exc)}
+                inputs = json.loads(body)["inputs"]
+            except (ValueError, KeyError, TypeError) as exc:  # the caller's body: a 400
+                inputs, status = None, 400
+                answer = {"error": "InvalidRequest", "message": f'send {{"inputs": [...]}} ({exc})'}
+            if inputs is not None:
+                try:
+                    answer = {"outputs": await batcher.submit(inputs)}
+                except Exception as exc:  # the model's failure: every item of its batch, a 500
+                    status, answer = 500, {"error": type(exc).__name__, "message": str(exc)}
         payload = json.dumps(answer).encode()
         length = str(len(payload)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", length)]
