@@ -5,6 +5,8 @@
     with Client("http://127.0.0.1:3000", api_key=...) as client:
         prediction = client.predict([{"image": png_base64}])
         prediction.outputs, prediction.version
+        for chunk in client.generate({"prompt": "Once"}):   # a generative model
+            print(chunk.text, end="")
 
 One HTTP client for the service in the codebase: the remote prototype, `proto2prod drift`
 and the benchmark use it. What it does that a bare `httpx.post` does not:
@@ -22,14 +24,11 @@ and the benchmark use it. What it does that a bare `httpx.post` does not:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from proto2prod import errors
 from proto2prod.errors import (
     InvalidInput,
     NotAService,
@@ -37,12 +36,14 @@ from proto2prod.errors import (
     Proto2ProdError,
     ServiceUnreachable,
 )
+from proto2prod.replies import Chunk, EventReader, Prediction, Reply, prediction, refusal
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = [
     "AsyncClient",
+    "Chunk",
     "Client",
     "InvalidInput",
     "NotAService",
@@ -55,97 +56,6 @@ __all__ = [
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 """The most of an answer read (a batch of images fits many times over)."""
 RETRIED = (429, 503)
-DEFAULT_RETRY_AFTER_S = 1.0
-"""The wait when a 429/503 gives no (readable) `Retry-After`."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A 200 from `/predict`: one output per item, in order, and who answered."""
-
-    outputs: list[Any]
-    version: str
-    model: str
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A bounded HTTP answer: status, headers (lower-case names) and the body's bytes."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def object(self) -> dict[str, Any] | None:
-        """The body as a JSON object, or None when it is not one."""
-        try:
-            found = json.loads(self.body)
-        except (ValueError, RecursionError):
-            return None
-        return found if isinstance(found, dict) else None
-
-    def message(self) -> str:
-        found = self.object() or {}
-        said = found.get("message") or found.get("error")
-        return str(said) if isinstance(said, str | int | float) and said else self.describe()
-
-    def describe(self) -> str:
-        """What the answer is, in a few words (never its whole body)."""
-        if not self.body:
-            return "an empty body"
-        found = self.object()
-        if found is not None:
-            return f"a JSON object with {', '.join(sorted(map(str, found))[:5]) or 'no keys'}"
-        kind = self.headers.get("content-type", "unknown type").split(";")[0]
-        return f"{len(self.body)} bytes of {kind}"
-
-    def retry_after(self) -> float:
-        """The wait the service asked for (seconds; an HTTP date is read as the default)."""
-        given = self.headers.get("retry-after", "")
-        try:
-            return max(0.0, float(given))
-        except ValueError:
-            return DEFAULT_RETRY_AFTER_S
-
-
-def refusal(reply: Reply) -> Proto2ProdError:
-    """The error a non-200 answer stands for: the service's own kind where it names one (a
-    proxy's page in front of it is a `Refused` with its status and a few words of what came).
-    """
-    body = reply.object() or {}
-    if reply.status == 422 and body.get("error") == "InvalidInput":
-        return _invalid_input(body)
-    kind = getattr(errors, str(body.get("error")), None)
-    if isinstance(kind, type) and issubclass(kind, errors.Refused) and kind.status == reply.status:
-        details = {k: v for k, v in body.items() if k not in ("error", "message")}
-        return kind(reply.message(), **details)
-    found = errors.Refused(reply.message())
-    found.status = reply.status  # a kind this client does not know: its status kept
-    return found
-
-
-def _invalid_input(body: dict[str, Any]) -> InvalidInput:
-    index = body.get("index")
-    return InvalidInput(
-        str(body.get("field") or "input"),
-        str(body.get("problem") or body.get("message")),
-        str(body.get("expected") or "what the field's schema describes"),
-        index=index if isinstance(index, int) and not isinstance(index, bool) else None,
-        key=body["key"] if isinstance(body.get("key"), str) else None,
-    )
-
-
-def prediction(reply: Reply, url: str, sent: int) -> Prediction:
-    """A 200's body, checked: `outputs` has one entry per item sent."""
-    body = reply.object() or {}
-    outputs = body.get("outputs")
-    if not isinstance(outputs, list) or len(outputs) != sent:
-        raise NotAService(
-            f"{url}/predict answered 200 with {reply.describe()}, not {sent} outputs: is it "
-            f"a proto2prod service?"
-        )
-    version = reply.headers.get("x-model-version") or str(body.get("version", ""))
-    return Prediction(outputs, version, str(body.get("model", "")))
 
 
 class _Base:
@@ -217,6 +127,9 @@ class _Base:
             raise refusal(reply)
         return prediction(reply, self.url, sent)
 
+    def _reader(self, headers: Any) -> EventReader:
+        return EventReader(self.url, headers.get("x-model-version", ""))
+
     def _metadata(self, reply: Reply) -> dict[str, Any]:
         if reply.status != 200:
             raise refusal(reply)
@@ -261,6 +174,33 @@ class Client(_Base):
         or the service's own refusal."""
         reply = self.send("POST", "/predict", **self._predict_request(items, request_key))
         return self._prediction(reply, len(items))
+
+    def generate(self, item: Any) -> Iterator[Chunk]:
+        """A generative model's text for `item`, chunk by chunk as the service streams it
+        (`POST /generate`); the last chunk has `finish_reason`. Refusals before the first
+        token raise as `predict`'s do (429/503 retried within the budget); an error event
+        mid-stream raises the service's error."""
+        import httpx
+
+        started, tries = time.monotonic(), 0
+        while True:
+            try:
+                with self.http.stream("POST", "/generate", json={"input": item}) as response:
+                    if response.status_code == 200:
+                        reader = self._reader(response.headers)
+                        for line in response.iter_lines():
+                            if (chunk := reader.feed(line)) is not None:
+                                yield chunk
+                        reader.check_finished()
+                        return
+                    reply = Reply(response.status_code, dict(response.headers), response.read())
+            except httpx.HTTPError as exc:
+                raise self._unreachable("/generate", exc) from None
+            tries += 1
+            wait = self._wait(reply, True, started, tries)
+            if wait is None:
+                raise refusal(reply)
+            time.sleep(wait)
 
     def metadata(self) -> dict[str, Any]:
         """`/metadata`: the version served, its fields, the registry's state."""
@@ -345,6 +285,31 @@ class AsyncClient(_Base):
         """As `Client.predict`."""
         reply = await self.send("POST", "/predict", **self._predict_request(items, request_key))
         return self._prediction(reply, len(items))
+
+    async def generate(self, item: Any) -> AsyncIterator[Chunk]:
+        """As `Client.generate`."""
+        import httpx
+
+        started, tries = time.monotonic(), 0
+        while True:
+            try:
+                async with self.http.stream("POST", "/generate", json={"input": item}) as response:
+                    if response.status_code == 200:
+                        reader = self._reader(response.headers)
+                        async for line in response.aiter_lines():
+                            if (chunk := reader.feed(line)) is not None:
+                                yield chunk
+                        reader.check_finished()
+                        return
+                    body = await response.aread()
+                    reply = Reply(response.status_code, dict(response.headers), body)
+            except httpx.HTTPError as exc:
+                raise self._unreachable("/generate", exc) from None
+            tries += 1
+            wait = self._wait(reply, True, started, tries)
+            if wait is None:
+                raise refusal(reply)
+            await asyncio.sleep(wait)
 
     async def metadata(self) -> dict[str, Any]:
         return self._metadata(await self.send("GET", "/metadata"))

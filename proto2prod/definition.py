@@ -22,7 +22,7 @@ from typing import Any
 
 from proto2prod.batching import accepted_keywords, as_batch, rows
 from proto2prod.errors import DefinitionError, InvalidInput
-from proto2prod.fields import Field, Record
+from proto2prod.fields import Field, Record, Text
 from proto2prod.model import Model
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -182,7 +182,59 @@ def check_definition(model: Model, *, where: str | None = None) -> None:
             raise fail(f"`examples()[{i}]` does not fit `inputs`: {exc}") from None
         except (TypeError, ValueError):
             raise fail(f"`examples()[{i}]` is not JSON-serialisable") from None
-    _check_network(model, decoded, fail)
+    if model.generates:
+        _check_generation(model, decoded, fail)
+    else:
+        _check_network(model, decoded, fail)
+
+
+def _check_generation(model: Model, decoded: list[Any], fail: Any) -> None:
+    """A generative model: one streamed Text output, a tokenizer, preprocess giving a
+    Prompt, and a network whose logits cover the vocabulary; two decoding steps over the
+    examples, as the Predictor runs them."""
+    import torch
+
+    from proto2prod.generation import Decoder, Prompt
+
+    if not isinstance(model.outputs, Text):
+        raise fail("a generative model has one output, `fields.Text(stream=True)`")
+    tokenizer = _call(model.tokenizer, "tokenizer()", fail)
+    for attr in ("encode", "decode", "eos_id", "vocab_size"):
+        if not hasattr(tokenizer, attr):
+            raise fail(f"`tokenizer()` must give an object with `{attr}` (generation.Tokenizer)")
+    prompts = [_call(lambda i=item: model.preprocess(i), "preprocess()", fail) for item in decoded]
+    if not all(isinstance(p, Prompt) for p in prompts):
+        raise fail("a generative model's `preprocess()` must return a generation.Prompt")
+    network = _call(model.network, "network()", fail).eval()
+    ids = torch.tensor([list(prompts[0].ids)], dtype=torch.long)
+    with torch.inference_mode():
+        try:
+            logits = network(ids)
+        except Exception as exc:  # the user's network on token ids [1, T]
+            raise fail(
+                f"`network()` fails on token ids of shape {list(ids.shape)}: {exc}"
+            ) from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+        raise fail("a generative `network()` must return next-token logits [B, T, vocab]")
+    if logits.shape[-1] < tokenizer.vocab_size:
+        raise fail(
+            f"`network()` gives {logits.shape[-1]} logits per position; the tokenizer's "
+            f"vocabulary has {tokenizer.vocab_size} ids"
+        )
+    keywords = accepted_keywords(network)
+    decoder = Decoder(
+        network,
+        tokenizer,
+        context=model.context,
+        device=torch.device("cpu"),
+        takes_mask=keywords is None or "mask" in keywords,
+    )
+    sequences = [decoder.start(p) for p in prompts]
+    for _ in range(2):
+        try:
+            decoder.step(sequences)
+        except Exception as exc:  # padding, masks, positions past the context
+            raise fail(f"a decoding step over the examples fails: {exc}") from None
 
 
 def _call(method: Any, name: str, fail: Any) -> Any:

@@ -17,6 +17,10 @@ Named inputs and outputs are dicts of fields: `inputs = {"image": fields.Image(.
 return a dict of tensors, passed to `forward` by keyword, and `forward` may return a dict
 keyed by the output names (or a tuple in their order).
 
+A generative model's output is `fields.Text(stream=True)`: it adds `tokenizer()` and
+`context`, its network gives next-token logits, and proto2prod decodes
+(proto2prod/generation.py; `generation.inputs()` gives the prompt and its settings).
+
 Batching, devices, `inference_mode`, weights and serving are the framework's job
 (`Predictor`), so the same definition runs in a notebook, a UI, the service and MLflow.
 The file imports no UI or serving library.
@@ -33,6 +37,8 @@ from proto2prod.fields import as_field
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from proto2prod.generation import Tokenizer
 
 
 class Progress(Protocol):
@@ -81,6 +87,9 @@ class Model:
     inputs: ClassVar[Any]
     """One field, or a dict of them (named inputs); a dict becomes a `fields.Record`."""
     outputs: ClassVar[Any]
+    context: ClassVar[int] = 0
+    """A generative model's longest sequence, in tokens (its network's positions); older
+    tokens slide out of the window. 0: no limit."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -97,9 +106,16 @@ class Model:
         them) to the network's input: a tensor, or a dict of tensors passed by keyword.
 
         The default converts numeric arrays as they are (a dict entry by entry); override
-        it to normalise, resize or tokenize. Integer tensors stay integers.
+        it to normalise, resize or tokenize. Integer tensors stay integers. A generative
+        model's gives a `generation.Prompt`: by default the `prompt` tokenized and the
+        settings of `generation.inputs()`.
         """
         import torch
+
+        if self.generates:
+            from proto2prod.generation import prompt_of
+
+            return prompt_of(self.tokens, item)  # type: ignore[return-value]
 
         if isinstance(item, Mapping):
             return {key: torch.as_tensor(value) for key, value in item.items()}
@@ -127,6 +143,23 @@ class Model:
         """Optional. Train from data a package ships or the code makes; `quick` is a short run
         for tests. Without it, register weights trained elsewhere with `proto2prod register`."""
         raise NotImplementedError
+
+    def tokenizer(self) -> Tokenizer:
+        """A generative model's tokenizer (`generation.ByteTokenizer()` reads any text)."""
+        raise NotImplementedError
+
+    @property
+    def tokens(self) -> Tokenizer:
+        """`tokenizer()`, made once per definition object."""
+        made = self.__dict__.get("_tokenizer")
+        if made is None:
+            made = self.__dict__["_tokenizer"] = self.tokenizer()
+        return made
+
+    @property
+    def generates(self) -> bool:
+        """Whether the output is generated token by token (`fields.Text(stream=True)`)."""
+        return bool(getattr(self.outputs, "stream", False))
 
     @property
     def has_train(self) -> bool:

@@ -8,15 +8,16 @@ failing the others it would have batched with it; the forward pass is one call p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from proto2prod.batching import accepted_keywords, as_batch, one_output, rows
+from proto2prod.batching import MASK, accepted_keywords, as_batch, one_output, rows
 from proto2prod.errors import IncompatibleVersion, InvalidInput
 from proto2prod.fields import Record
+from proto2prod.generation import Continuation, Decoder
 from proto2prod.model import Model
 from proto2prod.weights import load_safetensors
 
@@ -66,6 +67,16 @@ class Predictor:
         outputs = model.outputs
         self._output_names = outputs.keys() if isinstance(outputs, Record) else None
         self._whole_batch = self._output_names is None and _own_postprocess(model)
+        self.decoder: Decoder | None = None
+        """A generative model's decoding steps (proto2prod/generation.py); None otherwise."""
+        if model.generates:
+            self.decoder = Decoder(
+                self.network,
+                model.tokens,
+                context=model.context,
+                device=self.device,
+                takes_mask=self._keywords is None or MASK in self._keywords,
+            )
 
     def prepare(self, item: Any, index: int | None = None) -> Any:
         """Validate and preprocess one JSON item; raises InvalidInput naming the field."""
@@ -95,7 +106,9 @@ class Predictor:
 
     def run(self, tensors: Sequence[Any]) -> list[Any]:
         """One forward pass over prepared items (collated by the model), then postprocess
-        each row."""
+        each row. A generative model's prompts are generated to their end, together."""
+        if self.decoder is not None:
+            return [s.text for s in self.decoder.generate(tensors)]
         batch = as_batch(self.model.collate(list(tensors))).to(self.device, self.dtype)
         with torch.inference_mode():
             out = batch.call(self.network, self._keywords)
@@ -133,6 +146,14 @@ class Predictor:
     def predict(self, item: Any) -> Any:
         """Output for one item."""
         return self.predict_batch([item])[0]
+
+    def stream(self, item: Any) -> Iterator[tuple[str, Continuation]]:
+        """A generative model's text for one item as it comes: (chunk, the sequence so far)."""
+        if self.decoder is None:
+            raise InvalidInput(
+                self.model.outputs.name, "this model does not generate", "a generative model"
+            )
+        return self.decoder.stream(self.prepare(item))
 
     def warm_up(self) -> None:
         """Run the definition's examples once (first calls allocate, JIT and tune)."""

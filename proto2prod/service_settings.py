@@ -110,6 +110,30 @@ class ServiceSettings:
         follows=lambda v: min(256, v["max_queue"]),
         follows_note="256, or PROTO2PROD_MAX_QUEUE if lower",
     )
+    max_sequences: int = setting(
+        "PROTO2PROD_MAX_SEQUENCES",
+        32,
+        "A generative model's sequences sharing each decoding step; more wait for a slot.",
+        at_least=1,
+    )
+    max_waiting_sequences: int = setting(
+        "PROTO2PROD_MAX_WAITING_SEQUENCES",
+        256,
+        "Sequences waiting for a decoding slot past which `/generate` gets 429 with `Retry-After`.",
+        at_least=0,
+    )
+    max_new_tokens: int = setting(
+        "PROTO2PROD_MAX_NEW_TOKENS",
+        1024,
+        "The most tokens one request may ask a generative model for (422 past it).",
+        at_least=1,
+    )
+    generate_timeout_s: float = setting(
+        "PROTO2PROD_GENERATE_TIMEOUT_S",
+        120.0,
+        "A `/generate` stream not finished within this (waiting and generating) ends with a "
+        "504 error event, or gets 504 if it never started.",
+    )
     body_timeout_s: float = setting(
         "PROTO2PROD_BODY_TIMEOUT_S",
         10.0,

@@ -7,6 +7,7 @@ sentences for a person, never stack traces.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,6 +45,11 @@ class Backend(Protocol):
 
     def predict(self, items: list[Any]) -> list[Outcome]: ...
 
+    def stream(self, item: Any) -> Iterator[Outcome]:
+        """A generative model's text for `item`, one chunk per outcome as it comes; an
+        outcome with `error` ends it."""
+        ...
+
 
 class InProcess:
     """The model inside the web process (model-in-server): fail fast, share with colleagues."""
@@ -61,6 +67,13 @@ class InProcess:
             else Outcome(output=result, version=self.version)
             for result in self.predictor.predict_each(items)
         ]
+
+    def stream(self, item: Any) -> Iterator[Outcome]:
+        try:
+            for chunk, _ in self.predictor.stream(item):
+                yield Outcome(output=chunk, version=self.version)
+        except InvalidInput as invalid:
+            yield Outcome(error=str(invalid))
 
 
 class Remote:
@@ -140,6 +153,14 @@ class Remote:
             )
             break
         return [outcomes[i] for i in range(len(items))]
+
+    def stream(self, item: Any) -> Iterator[Outcome]:
+        """`/generate`'s chunks as they come."""
+        try:
+            for chunk in self.client.generate(item):
+                yield Outcome(output=chunk.text, version=chunk.version)
+        except Proto2ProdError as failed:
+            yield Outcome(error=_explain(failed))
 
 
 def _explain(error: Proto2ProdError) -> str:

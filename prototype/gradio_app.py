@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -92,11 +93,32 @@ def build(
         per_output = [[row[k] for row in shown] for k in range(len(outputs))]
         return (*per_output, [_note(spec, backend, o) for o in outcomes])
 
+    def generate(*values: Any) -> Iterator[tuple[str, str]]:
+        """A generative model: the text grows in its box as the chunks come."""
+        item = spec.inputs.join(
+            [
+                f.gradio_item(v, wire=mode == "remote")
+                for (_, f), v in zip(inputs, values, strict=True)
+            ]
+        )
+        if item is None:
+            yield "", "⚠️ Give every input first."
+            return
+        text = ""
+        for outcome in backend.stream(item):
+            if outcome.error is not None:
+                yield text, _note(spec, backend, outcome)
+                return
+            text += outcome.output
+            yield text, _note(spec, backend, outcome)
+
     events: dict[str, Any] = {
         "batch": True,
         "max_batch_size": batch_size,
         "concurrency_limit": limit,
     }
+    if spec.generates:  # a generator function streams; Gradio cannot batch those
+        predict, events = generate, {"concurrency_limit": limit}  # type: ignore[assignment]
     with gr.Blocks(title=spec.title) as app:
         gr.Markdown(f"# {spec.title}\n{spec.description}")
         with gr.Row():

@@ -22,6 +22,11 @@ class UISpec:
     outputs: Field
     examples: list[Any]
 
+    @property
+    def generates(self) -> bool:
+        """A generative model's (`fields.Text(stream=True)`): the UIs stream its text."""
+        return bool(getattr(self.outputs, "stream", False))
+
     @classmethod
     def from_model(cls, model: Model) -> UISpec:
         return cls(

@@ -45,6 +45,9 @@ def show(spec: UISpec, backend: Backend, item: Any) -> None:
     if item is None:
         st.error("Give every input first.")
         return
+    if spec.generates:
+        stream(spec, backend, item)
+        return
     outcome = backend.predict([item])[0]
     if outcome.error is not None:
         st.error(outcome.error)
@@ -55,6 +58,27 @@ def show(spec: UISpec, backend: Backend, item: Any) -> None:
     for (_, field), value in zip(spec.outputs.parts(), values, strict=True):
         field.streamlit_show(st, value, image)
     st.caption(f"Answered by {spec.name} version {outcome.version} ({where})")
+
+
+def stream(spec: UISpec, backend: Backend, item: Any) -> None:
+    """A generative model's text, written as it comes (`st.write_stream`)."""
+    said: dict[str, str | None] = {"version": None, "error": None}
+
+    def chunks() -> Any:
+        for outcome in backend.stream(item):
+            if outcome.error is not None:
+                said["error"] = outcome.error
+                return
+            said["version"] = outcome.version
+            yield outcome.output
+
+    st.markdown(f"**{spec.outputs.name}**")
+    st.write_stream(chunks())
+    if said["error"]:
+        st.error(said["error"])
+        return
+    where = "in-process" if backend.source == "in-process" else f"service {backend.source}"
+    st.caption(f"Answered by {spec.name} version {said['version']} ({where})")
 
 
 def main() -> None:

@@ -221,8 +221,12 @@ def _named_signature(model: Model) -> Any:
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     def columns(field: Any) -> Schema:
-        keys = field.keys() if isinstance(field, Record) else [None]
-        return Schema([ColSpec(AnyType(), key) for key in keys])
+        if not isinstance(field, Record):
+            return Schema([ColSpec(AnyType())])
+        # a part with a default (a generation setting) is a column a caller may leave out
+        return Schema(
+            [ColSpec(AnyType(), key, required=part.default is None) for key, part in field.parts()]
+        )
 
     return ModelSignature(inputs=columns(model.inputs), outputs=columns(model.outputs))
 

@@ -29,5 +29,12 @@ class ProtoModel(PythonModel):
     def predict(self, context: Any, model_input: list[Any], params: Any = None) -> list[Any]:
         return self.predictor.predict_batch(model_input)
 
+    def predict_stream(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        """A generative model's text for one item, chunk by chunk."""
+        item = model_input[0] if isinstance(model_input, list) else model_input
+        for chunk, _ in self.predictor.stream(item):
+            if chunk:
+                yield chunk
+
 
 mlflow.models.set_model(ProtoModel())

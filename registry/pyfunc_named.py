@@ -27,9 +27,26 @@ class NamedProtoModel(PythonModel):
         self.predictor = Predictor(definition.model, context.artifacts["weights"])
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
-        if hasattr(model_input, "to_json"):  # a DataFrame, one column per input key
-            model_input = json.loads(model_input.to_json(orient="records"))
-        return self.predictor.predict_batch(list(model_input))
+        return self.predictor.predict_batch(_records(model_input))
+
+    def predict_stream(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
+        """A generative model's text for one item, chunk by chunk (`PyFuncModel.predict_stream`)."""
+        records = _records(model_input)
+        if len(records) != 1:
+            raise ValueError(f"predict_stream takes one item, got {len(records)}")
+        for chunk, _ in self.predictor.stream(records[0]):
+            if chunk:
+                yield chunk
+
+
+def _records(model_input):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+    """Plain JSON objects from what MLflow hands over (a DataFrame, a list, one dict);
+    missing optional columns (NaN in a DataFrame) are left out, so their defaults apply."""
+    if hasattr(model_input, "to_json"):  # a DataFrame, one column per input key
+        model_input = json.loads(model_input.to_json(orient="records"))
+    if isinstance(model_input, dict):
+        model_input = [model_input]
+    return [{k: v for k, v in row.items() if v is not None} for row in model_input]
 
 
 mlflow.models.set_model(NamedProtoModel())

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from proto2prod.errors import (
     InvalidInput,
+    InvalidRequest,
     ModelFailed,
     NotReady,
     Overloaded,
     Timeout,
     TooManyItems,
+    TooManyRequests,
 )
 from proto2prod.service import metrics
 from proto2prod.service.batcher import MicroBatcher
@@ -33,9 +35,11 @@ from proto2prod.service.drift import DriftWatch
 from proto2prod.service.http import Answer
 from proto2prod.service.predict import RequestInfo
 from proto2prod.service.runtime import Loaded, ModelRuntime
+from proto2prod.service.stepping import Generation, StepBatcher
 from proto2prod.service_settings import ServiceSettings
 
 if TYPE_CHECKING:
+    from proto2prod.generation import Prompt
     from proto2prod.predictor import Predictor
     from proto2prod.service.rollout import Rollout
 
@@ -57,6 +61,11 @@ class Answering:
             wait_ms=config.batch_wait_ms,
             max_queue=config.max_queue,
             on_batch=self._record_batch,
+        )
+        self.steps = StepBatcher(
+            max_active=config.max_sequences,
+            max_waiting=config.max_waiting_sequences,
+            on_step=lambda version, size, _: metrics.record_batch(self.model, version, size),
         )
         # Validation and preprocessing of large requests, off the event loop: two threads,
         # since both hold the GIL most of the time (more would only queue for it).
@@ -105,8 +114,11 @@ class Answering:
                 if isinstance(problem, InvalidInput):
                     raise problem  # the request is refused whole, naming its first bad item
             async with asyncio.timeout_at(deadline):  # no task per request, unlike wait_for
-                outputs = await self.batcher.submit(predictor, prepared)
-        except (InvalidInput, Overloaded) as exc:
+                if predictor.decoder is not None:  # generated: step-batched, whole texts
+                    outputs = await self._generate_whole(loaded, prepared, deadline)
+                else:
+                    outputs = await self.batcher.submit(predictor, prepared)
+        except (InvalidInput, Overloaded, TooManyRequests, Timeout) as exc:
             return Answer.of(exc), prepared
         except TimeoutError:
             late = f"the request was not answered within {self.config.timeout_s:g} s"
@@ -119,6 +131,58 @@ class Answering:
             ), prepared
         body = {"outputs": outputs, "model": self.model, "version": loaded.version}
         return Answer(200, body, {"X-Model-Version": loaded.version}), prepared
+
+    def start_generation(self, item: Any, timeout_s: float) -> Generation:
+        """`item`'s sequence, queued on the current version's decoding steps. Raises the
+        refusal: 503 before a version is loaded, 422 for the item (naming the field), 429
+        when the queue is full."""
+        loaded = self.runtime.current  # the sequence stays on this version to its end
+        if loaded is None:
+            raise NotReady(self.runtime.not_ready_reason or "no model loaded yet")
+        if loaded.predictor.decoder is None:
+            raise InvalidRequest(
+                f"model '{self.model}' does not generate; POST /predict", field=None, index=None
+            )
+        prompt = loaded.predictor.prepare(item)
+        self._check_cap(prompt, None)
+        generation = Generation(
+            loaded.predictor, prompt, time.monotonic() + timeout_s, loaded.version
+        )
+        self.steps.submit(generation)
+        return generation
+
+    def _check_cap(self, prompt: Prompt, index: int | None) -> None:
+        cap = self.config.max_new_tokens
+        if prompt.max_new_tokens > cap:
+            raise InvalidInput(
+                "max_new_tokens",
+                f"{prompt.max_new_tokens} is over this service's cap",
+                f"at most {cap} (PROTO2PROD_MAX_NEW_TOKENS)",
+                index=index,
+                key="max_new_tokens",
+            )
+
+    async def _generate_whole(
+        self, loaded: Loaded, prompts: list[Any], deadline: float
+    ) -> list[str]:
+        """/predict on a generative model: each prompt a sequence among the streams."""
+        for i, prompt in enumerate(prompts):
+            self._check_cap(prompt, i)
+        until = time.monotonic() + max(0.0, deadline - asyncio.get_running_loop().time())
+        generations = [Generation(loaded.predictor, p, until, loaded.version) for p in prompts]
+        try:
+            for generation in generations:
+                self.steps.submit(generation)
+            texts = []
+            for generation in generations:
+                async for event in generation.stream():
+                    if event.error is not None:
+                        raise event.error
+                texts.append(generation.sequence.text)
+            return texts
+        finally:
+            for generation in generations:
+                generation.cancel()
 
     def _refused(self, inputs: list[Any]) -> Answer | None:
         """An empty list, or more items than one request may hold."""
@@ -174,4 +238,5 @@ class Answering:
 
     async def close(self) -> None:
         await self.batcher.close()
+        self.steps.close()
         self._preparers.shutdown(wait=False, cancel_futures=True)

@@ -8,7 +8,8 @@ in front of it. docs/architecture.md draws the parts and a request's path throug
 
 Routes: `POST /predict` (`{"inputs": [item, ...]}` -> `{"outputs": [...], "model",
 "version"}` plus an `X-Model-Version` header; answered by service/predict.py ahead of
-BentoML's dispatch), `/mcp` (the model as an MCP tool, service/mcp_tool.py), `GET
+BentoML's dispatch), `POST /generate` (a generative model's text as server-sent events,
+service/generate.py), `/mcp` (the model as an MCP tool, service/mcp_tool.py), `GET
 /openapi.json` (service/openapi.py), `GET /metadata` and `POST /admin/*`
 (service/routes.py), and BentoML's `/livez`, `/readyz`, `/metrics`, `/docs`.
 
@@ -25,6 +26,7 @@ import bentoml
 from pydantic import BaseModel, WithJsonSchema
 
 from proto2prod.service.config import environment
+from proto2prod.service.generate import GenerateEndpoint
 from proto2prod.service.guard import AdminBodies, Unexpected
 from proto2prod.service.http import Answer, BodyLimit
 from proto2prod.service.layers import ours_outermost
@@ -137,13 +139,22 @@ BODIES = BodyReader(
 )
 SERVICE.add_asgi_middleware(Unexpected)
 SERVICE.add_asgi_middleware(
-    BodyLimit, max_bytes=int(CONFIG.max_body_mb * 1024 * 1024), json_paths=("/predict",)
+    BodyLimit,
+    max_bytes=int(CONFIG.max_body_mb * 1024 * 1024),
+    json_paths=("/predict", "/generate"),
 )
 SERVICE.add_asgi_middleware(
     PredictEndpoint,
     answerer=_answerer,
     authorize=lambda header: PARTS.keys.check(header, "predict"),
     reader=BODIES,
+)
+SERVICE.add_asgi_middleware(  # a generative model's text as server-sent events
+    GenerateEndpoint,
+    answering=lambda: Current.serving.answering if Current.serving is not None else None,
+    authorize=lambda header: PARTS.keys.check(header, "predict"),
+    reader=BODIES,
+    timeout_s=CONFIG.generate_timeout_s,
 )
 SERVICE.add_asgi_middleware(
     McpEndpoint, sessions=MCP, authorize=lambda header: PARTS.keys.check(header, "predict")
@@ -153,4 +164,6 @@ SERVICE.add_asgi_middleware(  # /openapi.json and /docs.json: the exact document
 )
 SERVICE.add_asgi_middleware(AdminBodies, reader=BODIES)  # inside: /predict never passes it
 # ... and all of ours outside BentoML's per-request layers (service/layers.py)
-ours_outermost((Unexpected, BodyLimit, PredictEndpoint, McpEndpoint, Documents, AdminBodies))
+ours_outermost(
+    (Unexpected, BodyLimit, PredictEndpoint, GenerateEndpoint, McpEndpoint, Documents, AdminBodies)
+)

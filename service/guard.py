@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proto2prod.errors import InternalError, PayloadTooLarge, Refused, Unauthorized
 from proto2prod.service import webhooks
 from proto2prod.service.http import Answer, send_answer
-from proto2prod.service.predict import BodyReader, _ClientGone
+from proto2prod.service.predict import BodyReader, ClientGone
 
 log = logging.getLogger("proto2prod.service")
 
@@ -48,7 +48,7 @@ class AdminBodies:
                 raise PayloadTooLarge(f"an /admin body is at most {ADMIN_MAX_BYTES} bytes")
             try:
                 body, held = await self.reader.read(receive, max_bytes=ADMIN_MAX_BYTES)
-            except _ClientGone:
+            except ClientGone:
                 return
         except Refused as refused:
             self.reader.release(held)

@@ -105,9 +105,37 @@ def document(model: Model, *, server: str | None = None) -> dict[str, Any]:
         # a key where keys are on, nothing where they are off
         "security": [{"bearer": []}, {}],
     }
+    if model.generates:
+        doc["paths"]["/generate"] = {"post": _generate(model, predict_errors)}
     if server:
         doc["servers"] = [{"url": server}]
     return doc
+
+
+def _generate(model: Model, predict_errors: dict[str, Any]) -> dict[str, Any]:
+    """A generative model's stream (service/generate.py): server-sent events."""
+    return {
+        "operationId": "generate",
+        "summary": f"Generate with {model.name}: the text as server-sent events.",
+        "description": 'Events: `chunk` (`{"text"}`) per token that adds text, then `done` '
+        '(`{"finish_reason": "stop"|"length", "prompt_tokens", '
+        '"completion_tokens", "text", "model", "version"}`), or `error` (the Error '
+        "body) for a stream that fails or runs past PROTO2PROD_GENERATE_TIMEOUT_S.",
+        "requestBody": {
+            "required": True,
+            "content": _json(
+                {"type": "object", "properties": {"input": _ref("Item")}, "required": ["input"]}
+            ),
+        },
+        "responses": {
+            "200": {
+                "description": "The text, event by event.",
+                "headers": {"X-Model-Version": {"$ref": "#/components/headers/X-Model-Version"}},
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            **predict_errors,
+        },
+    }
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class Limits:
     timeout_s: float
 
 
-class _ClientGone(Exception):
+class ClientGone(Exception):
     """The client disconnected (or an outer layer cut the body off): nothing to answer."""
 
 
@@ -101,7 +101,7 @@ class BodyReader:
     async def read(self, receive: Receive, *, max_bytes: int | None = None) -> tuple[bytes, int]:
         """The whole body and the bytes it holds of the budget (the caller releases them
         with `release`). `RequestTimeout` past the deadline, `PayloadTooLarge` past
-        `max_bytes`, `Overloaded` past the budget, `_ClientGone` on a disconnect."""
+        `max_bytes`, `Overloaded` past the budget, `ClientGone` on a disconnect."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.body_timeout_s
         chunks: list[bytes] = []
@@ -111,7 +111,7 @@ class BodyReader:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        raise _ClientGone
+                        raise ClientGone
                     chunk = message.get("body", b"")
                     if max_bytes is not None and held + len(chunk) > max_bytes:
                         raise PayloadTooLarge(f"the request body is over {max_bytes} bytes")
@@ -173,7 +173,7 @@ class PredictEndpoint:
                 self.authorize(header_of(scope, b"authorization"))
             try:
                 body, held = await self.reader.read(receive)
-            except _ClientGone:
+            except ClientGone:
                 return
             key = header_of(scope, b"x-request-key")
             client = scope.get("client")

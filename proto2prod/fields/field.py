@@ -45,6 +45,8 @@ class Field:
     kind: ClassVar[str] = "field"
     can_input: ClassVar[bool] = False
     can_output: ClassVar[bool] = False
+    default: Any = None
+    """The value a named input takes when a request leaves it out (None: it is required)."""
 
     def __init__(self, *, name: str | None = None, description: str = "") -> None:
         self.name = name or self.kind

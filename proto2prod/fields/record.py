@@ -81,11 +81,9 @@ class Record(Field):
         """A dict of each part's decoded value, for `preprocess`."""
         if not isinstance(value, Mapping):
             raise self._invalid(f"got {type_name(value)}", self.expected, index)
-        for key in self.fields:
-            if key not in value:
-                raise InvalidInput(
-                    key, "it is missing", self.fields[key].expected, index=index, key=key
-                )
+        for key, field in self.fields.items():
+            if key not in value and field.default is None:
+                raise InvalidInput(key, "it is missing", field.expected, index=index, key=key)
         for key in value:
             if key not in self.fields:
                 raise InvalidInput(
@@ -94,7 +92,7 @@ class Record(Field):
         decoded = {}
         for key, field in self.fields.items():
             try:
-                decoded[key] = field.decode(value[key], index=index)
+                decoded[key] = field.decode(value.get(key, field.default), index=index)
             except InvalidInput as exc:
                 raise exc.within(key) from None
         return decoded
@@ -121,13 +119,13 @@ class Record(Field):
         return None
 
     def json_schema(self) -> dict[str, Any]:
-        """Flat (no $ref): an object, every key required, no others."""
+        """Flat (no $ref): an object, every key without a default required, no others."""
         return {
             "title": self.name,
             "description": self.description,
             "type": "object",
             "properties": {key: field.json_schema() for key, field in self.fields.items()},
-            "required": self.keys(),
+            "required": [key for key, field in self.fields.items() if field.default is None],
             "additionalProperties": False,
         }
 
@@ -136,12 +134,17 @@ class Record(Field):
         return list(self.fields.items())
 
     def join(self, values: Sequence[Any]) -> Any:
-        if any(v is None for v in values):
+        """The object of the parts' values; None when a required one is missing (an
+        optional one left empty is left out: the field's default applies)."""
+        parts = list(self.fields.values())
+        if any(v is None and f.default is None for f, v in zip(parts, values, strict=True)):
             return None
-        return dict(zip(self.fields, values, strict=True))
+        return {k: v for k, v in zip(self.fields, values, strict=True) if v is not None}
 
     def split(self, value: Any) -> list[Any]:
-        return [value.get(key) if isinstance(value, Mapping) else None for key in self.fields]
+        if not isinstance(value, Mapping):
+            return [None] * len(self.fields)
+        return [value.get(key, field.default) for key, field in self.fields.items()]
 
     def image_of(self, item: Any) -> np.ndarray | None:
         for key, field in self.fields.items():
@@ -150,7 +153,7 @@ class Record(Field):
         return None
 
     def browser_item(self, example: Any) -> Any:
-        return {key: field.browser_item(example[key]) for key, field in self.fields.items()}
+        return {key: self.fields[key].browser_item(value) for key, value in example.items()}
 
     # -- statistics and comparison --------------------------------------------------------
     def input_statistics(self, item: Any, tensor: Any, prefix: str) -> dict[str, float]:
@@ -159,7 +162,8 @@ class Record(Field):
         found: dict[str, float] = {}
         for key, field in self.fields.items():
             own = tensor.get(key) if isinstance(tensor, Mapping) else None
-            found.update(field.input_statistics(item[key], own, f"{prefix}.{key}"))
+            value = item.get(key, field.default)
+            found.update(field.input_statistics(value, own, f"{prefix}.{key}"))
         return found
 
     def output_statistics(self, output: Any, prefix: str) -> dict[str, float | str]:

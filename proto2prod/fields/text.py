@@ -1,5 +1,10 @@
 """fields.Text: a string in (the model tokenizes it in `preprocess`) or out (a caption, an
-answer; `postprocess` returns the string, a network gives no text of its own)."""
+answer; `postprocess` returns the string, a network gives no text of its own).
+
+`fields.Text(stream=True)` as the output makes a generative model: its network gives
+next-token logits and proto2prod decodes, token by token (proto2prod/generation.py); the
+service streams the text from `POST /generate` and answers `/predict` with the whole of it.
+"""
 
 from __future__ import annotations
 
@@ -22,15 +27,22 @@ class Text(Field):
     can_output = True
 
     def __init__(
-        self, *, max_length: int = 10_000, name: str | None = None, description: str = ""
+        self,
+        *,
+        max_length: int = 10_000,
+        stream: bool = False,
+        name: str | None = None,
+        description: str = "",
     ) -> None:
         if max_length < 1:
             raise DefinitionError(f"fields.Text(max_length={max_length}): must be >= 1")
         super().__init__(name=name, description=description)
         self.max_length = max_length
+        self.stream = stream
+        """Generated token by token (an output only): the model generates."""
 
     def _params(self) -> dict[str, Any]:
-        return {"max_length": self.max_length}
+        return {"max_length": self.max_length, **({"stream": True} if self.stream else {})}
 
     @property
     def expected(self) -> str:
@@ -50,7 +62,7 @@ class Text(Field):
         )
 
     def output_problem(self, value: Any) -> str | None:
-        if isinstance(value, str) and len(value) <= self.max_length:
+        if isinstance(value, str) and (self.stream or len(value) <= self.max_length):
             return None
         return f"'{self.name}' should be a string of at most {self.max_length} characters"
 
@@ -82,7 +94,7 @@ class Text(Field):
     def gradio_output(self) -> Any:
         import gradio as gr
 
-        return gr.Textbox(label=self.name, interactive=False)
+        return gr.Textbox(label=self.name, interactive=False, lines=8 if self.stream else 1)
 
     def streamlit_show(self, st: Any, output: Any, image: np.ndarray | None) -> None:
         st.markdown(f"**{self.name}**")

@@ -1,0 +1,235 @@
+"""Generation: a model whose output is `fields.Text(stream=True)` writes its text token by token.
+
+The definition gives what only it knows: `tokenizer()` (text <-> token ids, and the
+end-of-sequence id), `network()` mapping token ids `[B, T]` to next-token logits
+`[B, T, V]` (it may ask for the padding mask by naming `mask` in `forward`), and `context`,
+the longest sequence the network takes (older tokens slide out of the window). The prompt
+and the generation settings are ordinary named inputs (`inputs()` gives the usual ones with
+their bounds); `preprocess` turns an item into a `Prompt`.
+
+proto2prod does the decoding. `Decoder.step` runs the network once over many sequences,
+each right-padded: with causal attention, padding after a sequence never changes its
+logits, so a sequence's text does not depend on which others shared its steps (up to float
+rounding). Each sequence samples with its own settings and its own random generator, so
+temperature 0, or a fixed seed, gives the same text every time, everywhere. The service's
+step batcher (service/stepping.py) calls `step` across requests, letting sequences join and
+leave between steps; the Predictor, the prototype and MLflow call `generate` and `stream`.
+No KV cache: every step reads the whole window, which a small model's context affords.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from proto2prod.errors import InvalidInput
+from proto2prod.fields import Field, Number, Text
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+RANDOM_SEED = -1
+"""`seed` = -1: a fresh random seed for each request."""
+
+
+class Tokenizer(Protocol):
+    """Text to token ids and back; `eos_id` ends a sequence (it is never shown as text)."""
+
+    eos_id: int
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as ids 0-255 and 256 as end of sequence: any text, no vocabulary file.
+    A character split across tokens is shown once its last byte has come."""
+
+    vocab_size = 257
+    eos_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What a generative definition's `preprocess` gives: the prompt's ids and how to go on."""
+
+    ids: tuple[int, ...]
+    max_new_tokens: int
+    temperature: float = 0.0
+    """0: always the most likely token."""
+    top_k: int = 0
+    """Sample among the k most likely tokens only; 0: among all."""
+    seed: int = RANDOM_SEED
+
+
+def inputs(
+    *,
+    max_prompt_chars: int = 2000,
+    max_new_tokens: int = 256,
+    default_new_tokens: int = 64,
+    temperature: float = 0.8,
+) -> dict[str, Field]:
+    """The usual named inputs of a generative model: the prompt, and its settings with
+    bounds and defaults (a request may give the prompt alone)."""
+    return {
+        "prompt": Text(max_length=max_prompt_chars, description="The text to continue."),
+        "max_new_tokens": Number(
+            minimum=1,
+            maximum=max_new_tokens,
+            integer=True,
+            default=default_new_tokens,
+            description="The most tokens to generate.",
+        ),
+        "temperature": Number(
+            minimum=0,
+            maximum=2,
+            default=temperature,
+            description="0: always the most likely token (the same text every time).",
+        ),
+        "top_k": Number(
+            minimum=0,
+            maximum=100_000,
+            integer=True,
+            default=0,
+            description="Sample among the k most likely tokens; 0: among all.",
+        ),
+        "seed": Number(
+            minimum=RANDOM_SEED,
+            maximum=2**31 - 1,
+            integer=True,
+            default=RANDOM_SEED,
+            description="The same seed gives the same text; -1: a random one.",
+        ),
+    }
+
+
+def prompt_of(tokenizer: Tokenizer, item: Mapping[str, Any]) -> Prompt:
+    """The default `preprocess` of a generative model: tokenize `prompt`, read the settings
+    (named as `inputs()` names them; those a definition leaves out take its defaults)."""
+    ids = tokenizer.encode(item["prompt"])
+    if not ids:
+        raise InvalidInput("prompt", "it has no tokens", "a prompt the tokenizer can read")
+    return Prompt(
+        tuple(ids),
+        int(item.get("max_new_tokens", 64)),
+        float(item.get("temperature", 0.0)),
+        int(item.get("top_k", 0)),
+        int(item.get("seed", RANDOM_SEED)),
+    )
+
+
+class Continuation:
+    """One prompt being continued: its tokens, its own random generator, its text so far."""
+
+    def __init__(self, prompt: Prompt, tokenizer: Tokenizer) -> None:
+        self.prompt = prompt
+        self.tokenizer = tokenizer
+        self.new: list[int] = []
+        self.text = ""
+        """The text of the new tokens, as far as it decodes whole."""
+        self.finish_reason: str | None = None
+        """`stop` (the end-of-sequence token) or `length` (max_new_tokens), once finished."""
+        self._generator: torch.Generator | None = None
+
+    def window(self, context: int) -> list[int]:
+        ids = [*self.prompt.ids, *self.new]
+        return ids[-context:] if context else ids
+
+    def pick(self, logits: torch.Tensor) -> int:
+        """The next token from this sequence's logits `[V]` (float32, on the CPU)."""
+        import torch
+
+        prompt = self.prompt
+        if prompt.temperature <= 0:
+            return int(logits.argmax())
+        scaled = logits / prompt.temperature
+        if 0 < prompt.top_k < scaled.numel():
+            kth = torch.topk(scaled, prompt.top_k).values[-1]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        if self._generator is None:
+            seed = prompt.seed if prompt.seed != RANDOM_SEED else secrets.randbits(62)
+            self._generator = torch.Generator().manual_seed(seed)
+        return int(torch.multinomial(torch.softmax(scaled, -1), 1, generator=self._generator))
+
+    def advance(self, token: int) -> str:
+        """Take the next token; the text it adds (empty while a character is incomplete)."""
+        if token == self.tokenizer.eos_id:
+            self.finish_reason = "stop"
+            return ""
+        self.new.append(token)
+        if len(self.new) >= self.prompt.max_new_tokens:
+            self.finish_reason = "length"
+        text = self.tokenizer.decode(self.new)
+        if text.endswith("\ufffd") and self.finish_reason is None:
+            return ""  # part of a character: wait for the rest
+        chunk, self.text = text[len(self.text) :], text
+        return chunk
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"prompt_tokens": len(self.prompt.ids), "completion_tokens": len(self.new)}
+
+
+class Decoder:
+    """One decoding step over many sequences: the network once, each its next token."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        context: int,
+        device: torch.device,
+        takes_mask: bool,
+    ) -> None:
+        self.network = network
+        self.tokenizer = tokenizer
+        self.context = context
+        self.device = device
+        self.takes_mask = takes_mask
+
+    def start(self, prompt: Prompt) -> Continuation:
+        return Continuation(prompt, self.tokenizer)
+
+    def step(self, sequences: Sequence[Continuation]) -> list[str]:
+        """Advance each unfinished sequence by one token; the text each one added."""
+        import torch
+
+        windows = [s.window(self.context) for s in sequences]
+        lengths = [len(w) for w in windows]
+        longest = max(lengths)
+        ids = torch.tensor([w + [0] * (longest - len(w)) for w in windows], dtype=torch.long)
+        mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            logits = self.network(ids, mask=mask) if self.takes_mask else self.network(ids)
+            rows = torch.arange(len(windows), device=self.device)
+            last = logits[rows, torch.tensor(lengths, device=self.device) - 1].float().cpu()
+        return [s.advance(s.pick(row)) for s, row in zip(sequences, last, strict=True)]
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Continuation]:
+        """Every prompt to its end, sharing each step: the whole-text answer (/predict)."""
+        sequences = [self.start(p) for p in prompts]
+        running = list(sequences)
+        while running:
+            self.step(running)
+            running = [s for s in running if s.finish_reason is None]
+        return sequences
+
+    def stream(self, prompt: Prompt) -> Iterator[tuple[str, Continuation]]:
+        """One prompt's text as it comes: (chunk, the sequence so far) per step."""
+        sequence = self.start(prompt)
+        while sequence.finish_reason is None:
+            chunk = self.step([sequence])[0]
+            yield chunk, sequence
