@@ -206,14 +206,15 @@ def _check_generation(model: Model, decoded: list[Any], fail: Any) -> None:
     if not all(isinstance(p, Prompt) for p in prompts):
         raise fail("a generative model's `preprocess()` must return a generation.Prompt")
     network = _call(model.network, "network()", fail).eval()
+    keywords = accepted_keywords(network)
+    takes_mask = keywords is None or "mask" in keywords
     ids = torch.tensor([list(prompts[0].ids)], dtype=torch.long)
     with torch.inference_mode():
         try:
-            logits = network(ids)
+            logits = network(ids, mask=ids >= 0) if takes_mask else network(ids)
         except Exception as exc:  # the user's network on token ids [1, T]
-            raise fail(
-                f"`network()` fails on token ids of shape {list(ids.shape)}: {exc}"
-            ) from None
+            shape = list(ids.shape)
+            raise fail(f"`network()` fails on token ids of shape {shape}: {exc}") from None
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         raise fail("a generative `network()` must return next-token logits [B, T, vocab]")
     if logits.shape[-1] < tokenizer.vocab_size:
@@ -221,13 +222,9 @@ def _check_generation(model: Model, decoded: list[Any], fail: Any) -> None:
             f"`network()` gives {logits.shape[-1]} logits per position; the tokenizer's "
             f"vocabulary has {tokenizer.vocab_size} ids"
         )
-    keywords = accepted_keywords(network)
+    device = torch.device("cpu")
     decoder = Decoder(
-        network,
-        tokenizer,
-        context=model.context,
-        device=torch.device("cpu"),
-        takes_mask=keywords is None or "mask" in keywords,
+        network, tokenizer, context=model.context, device=device, takes_mask=takes_mask
     )
     sequences = [decoder.start(p) for p in prompts]
     for _ in range(2):

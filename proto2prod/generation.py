@@ -88,7 +88,7 @@ def inputs(
             minimum=1,
             maximum=max_new_tokens,
             integer=True,
-            default=default_new_tokens,
+            default=min(default_new_tokens, max_new_tokens),
             description="The most tokens to generate.",
         ),
         "temperature": Number(

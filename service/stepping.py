@@ -58,8 +58,12 @@ class Generation:
         self.first_token_at: float | None = None
 
     def emit(self, event: Event) -> None:
-        """From the stepping thread: hand `event` to the request's loop."""
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        """From the stepping thread: hand `event` to the request's loop (a loop that has
+        closed has no one to tell: the sequence leaves at the next step)."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:
+            self.cancelled = True
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -140,8 +140,8 @@ class Number(Field):
             )
         return st.number_input(
             self.name,
-            min_value=self.minimum,
-            max_value=self.maximum,
+            min_value=None if self.minimum is None else float(self.minimum),
+            max_value=None if self.maximum is None else float(self.maximum),
             value=float(example),
             key=key,
         )
