@@ -32,7 +32,35 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
     ]
     paths += [_update(up, out) for up in results["scenarios"].get("update", [])]
     paths += [_memory(mem, out) for mem in results["scenarios"].get("memory", [])]
+    generation = results.get("generation", [])
+    paths += [_streams(generation, m, out) for m in dict.fromkeys(r["model"] for r in generation)]
     return paths
+
+
+def _streams(rows: list[dict[str, Any]], model: str, out: Path) -> Path:
+    """A generative model: tokens/s and time to first token p99 against concurrent streams."""
+    import matplotlib.pyplot as plt
+
+    from proto2prod.benchmarks.streams import ARCHITECTURES, NAMES
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for arch in ARCHITECTURES:
+        mine = sorted(
+            (r for r in rows if r["model"] == model and r["architecture"] == arch),
+            key=lambda r: r["streams"],
+        )
+        xs = [r["streams"] for r in mine]
+        left.plot(xs, [r["tokens_per_s"] for r in mine], marker="o", label=NAMES[arch])
+        right.plot(xs, [r["ttft_p99_ms"] for r in mine], marker="o", label=NAMES[arch])
+    left.set(title=f"{model}: tokens/s", xlabel="concurrent streams", ylabel="tokens/s")
+    right.set(
+        title=f"{model}: time to first token, p99",
+        xlabel="concurrent streams",
+        ylabel="ms",
+        yscale="log",
+    )
+    left.legend(fontsize=8)
+    return _save(fig, out / f"{model}-streams.png")
 
 
 def _throughput(results: dict[str, Any], model: str, out: Path) -> Path:

@@ -73,11 +73,11 @@ def run(
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     classes = ["ModelUser", "LightUser"] if light else ["ModelUser"]
-    base = _locust(target, users + (1 if light else 0), warmup + duration)
+    base = locust_command(target, users + (1 if light else 0), warmup + duration)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs = _start(base, classes, workers, placement, env, Path(str(out) + ".log"))
-        loadgen_cpu, server_cpu = _watch(procs, target, warmup, duration, stop)
+        procs = start_locust(base, classes, workers, placement, env, Path(str(out) + ".log"))
+        loadgen_cpu, server_cpu = watch(procs, target, warmup, duration, stop)
         if procs[0].poll() is None or procs[0].returncode != 0:
             log = Path(str(out) + ".log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"locust failed against {target.url}:\n{log}")
@@ -92,21 +92,24 @@ def run(
     return Point(model, light_summary, loadgen_cpu, workers, server_cpu)
 
 
-def _locust(target: Target, users: int, seconds: float) -> list[str]:
+def locust_command(
+    target: Target, users: int, seconds: float, locustfile: Path = LOCUSTFILE
+) -> list[str]:
     """Headless Locust for `seconds` at `users` (all spawned at once), summary only."""
-    args = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"]
+    args = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless"]
     args += ["-u", str(users), "-r", str(users), "-t", f"{seconds:.0f}s", "--host", target.url]
     args += ["--only-summary", "--stop-timeout", "10", "--exit-code-on-error", "0"]
     return [*args, "--loglevel", "ERROR"]
 
 
-def _start(
+def start_locust(
     base: list[str],
     classes: list[str],
     workers: int,
     placement: Placement,
     env: dict[str, str],
     log: Path,
+    locustfile: Path = LOCUSTFILE,
 ) -> list[subprocess.Popen[bytes]]:
     """One Locust process, or a master and `workers` workers (the master first)."""
     if not workers:
@@ -114,12 +117,12 @@ def _start(
     port = free_port()
     master = [*base, "--master", "--expect-workers", str(workers)]
     procs = [_spawn(placement.load([*master, "--master-bind-port", str(port), *classes]), env, log)]
-    worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker"]
+    worker = [sys.executable, "-m", "locust", "-f", str(locustfile), "--worker"]
     worker += ["--master-port", str(port), "--loglevel", "ERROR", *classes]
     return procs + [_spawn(placement.load(worker), env, None) for _ in range(workers)]
 
 
-def _watch(
+def watch(
     procs: list[subprocess.Popen[bytes]],
     target: Target,
     warmup: float,

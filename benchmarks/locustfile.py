@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from locust import FastHttpUser, constant, events, task
-from locust.runners import MasterRunner, WorkerRunner
+from locust import FastHttpUser, constant, task
 
-from proto2prod.benchmarks import hdr
+from proto2prod.benchmarks import hdr, locust_collect
 
 KIND = os.environ.get("P2P_KIND", "json")
 PATH = os.environ.get("P2P_PATH", "/predict")
@@ -150,35 +149,13 @@ class LightUser(FastHttpUser):
         _record("light", time.monotonic() - start, ok)
 
 
-@events.test_start.add_listener
-def _start(environment: Any, **_: Any) -> None:
-    STATE["started"] = time.monotonic()
-
-
-@events.init.add_listener
-def _init(environment: Any, **_: Any) -> None:
-    if isinstance(environment.runner, MasterRunner):
-        environment.runner.register_message(
-            "p2p_hdr", lambda msg, **__: STATE["collected"].append(msg.data)
-        )
-
-
-@events.test_stop.add_listener
-def _stop(environment: Any, **_: Any) -> None:
-    mine = {
+def _mine() -> dict[str, Any]:
+    return {
         "model": hdr.encode(STATE["model"]),
         "light": hdr.encode(STATE["light"]),
         "errors": STATE["errors"],
         "light_errors": STATE["light_errors"],
     }
-    if isinstance(environment.runner, WorkerRunner):
-        environment.runner.send_message("p2p_hdr", mine)
-    else:
-        STATE["collected"].append(mine)
 
 
-@events.quitting.add_listener
-def _quit(environment: Any, **_: Any) -> None:
-    if isinstance(environment.runner, WorkerRunner) or not os.environ.get("P2P_OUT"):
-        return
-    Path(os.environ["P2P_OUT"]).write_text(json.dumps(STATE["collected"]))
+locust_collect.install(STATE, "p2p_hdr", _mine)

@@ -21,6 +21,8 @@ EXAMPLES = {
     "counting": "proto2prod.examples.counting:Counting",
     "reviews": "proto2prod.examples.reviews:Reviews",
     "segment": "proto2prod.examples.segment:Segment",
+    # generative: measured as concurrent streams (benchmarks/streams.py)
+    "textgen": "proto2prod.examples.textgen:TextGen",
 }
 
 
@@ -31,6 +33,13 @@ def takes_images(entry: str) -> bool:
 
     inputs = load_definition(entry, check=False).model.inputs
     return bool(inputs.takes_images and len(inputs.parts()) == 1)
+
+
+def generates(entry: str) -> bool:
+    """Generative models (`fields.Text(stream=True)`) are measured as concurrent streams."""
+    from proto2prod.definition import load_definition
+
+    return load_definition(entry, check=False).model.generates
 
 
 def recorded_entry(ref: str) -> str:

@@ -56,9 +56,9 @@ def blocks(results: dict[str, Any], chart_paths: list[Path]) -> list[Block]:
             ("claim", "numbers", "verdict", "why not"),
             [(v.claim, v.numbers, v.word, v.reason) for v in verdicts(results)],
         ),
-        Heading("Throughput and latency"),
-        _throughput_table(results),
     ]
+    if results["runs"]:
+        out += [Heading("Throughput and latency"), _throughput_table(results)]
     out += _projection_blocks(results)
     out += scenario_blocks(results)
     out += [Heading("Charts"), *(Image(p) for p in chart_paths), Text(ARCHITECTURES_EXPLAINED)]

@@ -13,12 +13,53 @@ def scenario_blocks(results: dict[str, Any]) -> list[Block]:
     """The sections of every scenario that ran, in the report's order."""
     scenarios = results["scenarios"]
     out: list[Block] = []
+    if generation := results.get("generation", []):
+        out += _generation(generation)
     if resp := scenarios.get("responsiveness", []):
         out += _responsiveness(resp)
     for name, section in SECTIONS.items():
         for found in scenarios.get(name, []):
             out += section(found)
     return out
+
+
+def _generation(rows: list[dict[str, Any]]) -> list[Block]:
+    from proto2prod.benchmarks.streams import NAMES
+
+    return [
+        Heading("Generation: concurrent streams"),
+        Text(
+            "Each stream generates 64 tokens (temperature 0.8), then the next starts; tokens "
+            "counted as they arrive; time to first token from the request's send."
+        ),
+        Table(
+            (
+                "model",
+                "served by",
+                "streams",
+                "tokens/s",
+                "TTFT p50 ms",
+                "TTFT p99 ms",
+                "done",
+                "failed",
+                "server CPU (cores)",
+            ),
+            [
+                (
+                    r["model"],
+                    NAMES.get(r["architecture"], r["architecture"]),
+                    str(r["streams"]),
+                    f"{r['tokens_per_s']:.0f}",
+                    f"{r['ttft_p50_ms']:.1f}",
+                    f"{r['ttft_p99_ms']:.1f}",
+                    str(r["streams_done"]),
+                    str(r["failed"]),
+                    f"{sum(r['server_cpu'].values()):.2f}",
+                )
+                for r in rows
+            ],
+        ),
+    ]
 
 
 def _responsiveness(resp: list[dict[str, Any]]) -> list[Block]:

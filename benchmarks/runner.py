@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from proto2prod.benchmarks import load, models, rollouts, scenarios, targets
+from proto2prod.benchmarks import load, models, rollouts, scenarios, streams, targets
 from proto2prod.benchmarks.context import Bench, Subject
 from proto2prod.benchmarks.plan import EXAMPLES, SCENARIOS, Plan
 from proto2prod.benchmarks.targets import IMAGE_ONLY, Placement
@@ -144,6 +144,10 @@ def run(plan: Plan, out: Path, say: Say) -> dict[str, Any]:
         register(plan, bench.home, say)
         for model in plan.models:
             entry = plan.entries[model]
+            if models.generates(entry):  # its own architectures: concurrent streams
+                streams.measure(bench, Subject(model, entry, Path(tmp)), results)
+                _save(results, out)
+                continue
             subject = Subject(model, entry, write_payload(model, entry, plan.payload, Path(tmp)))
             for arch in plan.architectures:
                 if arch in IMAGE_ONLY and not plan.images(model):

@@ -152,6 +152,16 @@ def _service(launch: Launch, stack: contextlib.ExitStack) -> Target:
     return Target(launch.name, launch.url, "json", "/predict", "/livez", {"service": pid})
 
 
+def _stepping(launch: Launch, stack: contextlib.ExitStack) -> Target:
+    """A generative model's service: `steps` batches decoding steps across 32 sequences,
+    `one-at-a-time` generates one sequence at a time (PROTO2PROD_MAX_SEQUENCES=1)."""
+    sequences = "32" if launch.name == "steps" else "1"
+    args = [*P2P, "serve", launch.ref, "--port", str(launch.port)]
+    ready = f"{launch.url}/readyz"
+    pid = launch.run(stack, args, ready, PROTO2PROD_MAX_SEQUENCES=sequences)
+    return Target(launch.name, launch.url, "json", "/generate", "/livez", {"service": pid})
+
+
 def _decoupled(launch: Launch, stack: contextlib.ExitStack) -> Target:
     """The prototype in remote mode in front of the service."""
     svc = dataclasses.replace(launch, name="decoupled-service", port=free_port())
@@ -254,6 +264,8 @@ def _mlflow(launch: Launch, stack: contextlib.ExitStack) -> Target:
 
 STARTERS: dict[str, Callable[[Launch, contextlib.ExitStack], Target]] = {
     "service": _service,
+    "steps": _stepping,
+    "one-at-a-time": _stepping,
     "decoupled": _decoupled,
     "node": _node,
     "prototype": _prototype,

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import proto2prod
 from proto2prod import fields, generation
@@ -31,27 +32,73 @@ WIDTH, HEADS, LAYERS = 128, 4, 3
 VOCAB = generation.ByteTokenizer.vocab_size
 
 
+Cache = tuple[torch.Tensor, torch.Tensor]
+
+
+class Block(nn.Module):
+    """Pre-norm causal self-attention and an MLP; keys and values of earlier positions may
+    come from a cache (`past`), and the ones it computed go back (`present`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
+        self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
+        self.out = nn.Linear(WIDTH, WIDTH)
+        self.mlp = nn.Sequential(
+            nn.Linear(WIDTH, 4 * WIDTH), nn.GELU(), nn.Linear(4 * WIDTH, WIDTH)
+        )
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, past: Cache | None
+    ) -> tuple[torch.Tensor, Cache]:
+        batch, length, _ = x.shape
+        q, k, v = (
+            t.view(batch, length, HEADS, WIDTH // HEADS).transpose(1, 2)
+            for t in self.qkv(self.norm1(x)).split(WIDTH, dim=-1)
+        )
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        before = k.shape[2] - length
+        causal = torch.ones(length, before + length, dtype=torch.bool, device=x.device)
+        allowed = causal.tril(diagonal=before)[None] & mask[:, None, :]
+        seen = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+        x = x + self.out(seen.transpose(1, 2).reshape(batch, length, WIDTH))
+        return x + self.mlp(self.norm2(x)), (k, v)
+
+
 class TinyGPT(nn.Module):
-    """Token and position embeddings, causal self-attention blocks, a next-token head.
-    Causal attention never looks ahead, so the padding after a shorter sequence in a
-    batch cannot change its logits: no padding mask is needed."""
+    """Token and position embeddings, causal blocks, a next-token head, and a KV cache
+    (proto2prod.generation.KV_CACHE): proto2prod reads a prompt once, then feeds one token
+    per step. Causal attention never looks ahead, so the padding after a shorter sequence
+    in a batch cannot change its logits."""
 
     def __init__(self, vocab: int = VOCAB) -> None:
         super().__init__()
         self.tokens = nn.Embedding(vocab, WIDTH)
         self.positions = nn.Embedding(CONTEXT, WIDTH)
-        block = nn.TransformerEncoderLayer(
-            WIDTH, HEADS, 4 * WIDTH, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.blocks = nn.TransformerEncoder(block, LAYERS, enable_nested_tensor=False)
+        self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
         self.norm = nn.LayerNorm(WIDTH)
         self.head = nn.Linear(WIDTH, vocab)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        length = ids.shape[1]
-        x = self.tokens(ids) + self.positions(torch.arange(length, device=ids.device))
-        causal = nn.Transformer.generate_square_subsequent_mask(length, device=ids.device)
-        return self.head(self.norm(self.blocks(x, mask=causal, is_causal=True)))
+    def forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        past: list[Cache] | None = None,
+    ) -> tuple[torch.Tensor, list[Cache]]:
+        batch, length = ids.shape
+        if positions is None:
+            positions = torch.arange(length, device=ids.device).expand(batch, length)
+        if mask is None:
+            held = past[0][0].shape[2] if past else 0
+            mask = torch.ones(batch, held + length, dtype=torch.bool, device=ids.device)
+        x = self.tokens(ids) + self.positions(positions)
+        present = []
+        for i, block in enumerate(self.blocks):
+            x, cache = block(x, mask, past[i] if past else None)
+            present.append(cache)
+        return self.head(self.norm(x)), present
 
 
 class TextGen(proto2prod.Model):
@@ -88,7 +135,7 @@ class TextGen(proto2prod.Model):
         net.train()
         for _ in range(steps):
             x, y = windows(train_ids, batch)
-            loss = loss_of(net(x).reshape(-1, VOCAB), y.reshape(-1))
+            loss = loss_of(net(x)[0].reshape(-1, VOCAB), y.reshape(-1))
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -134,7 +181,7 @@ def validation_loss(net: nn.Module, held: torch.Tensor, loss_of: nn.Module) -> f
     y = held[1 : count * CONTEXT + 1].reshape(count, CONTEXT)
     with torch.inference_mode():
         total = sum(
-            float(loss_of(net(xs).reshape(-1, VOCAB), ys.reshape(-1))) * len(xs)
+            float(loss_of(net(xs)[0].reshape(-1, VOCAB), ys.reshape(-1))) * len(xs)
             for xs, ys in zip(x.split(64), y.split(64), strict=True)
         )
     return total / count

@@ -208,10 +208,16 @@ def _check_generation(model: Model, decoded: list[Any], fail: Any) -> None:
     network = _call(model.network, "network()", fail).eval()
     keywords = accepted_keywords(network)
     takes_mask = keywords is None or "mask" in keywords
+    takes_past = keywords is not None and "past" in keywords
     ids = torch.tensor([list(prompts[0].ids)], dtype=torch.long)
     with torch.inference_mode():
         try:
-            logits = network(ids, mask=ids >= 0) if takes_mask else network(ids)
+            if takes_past:  # a KV cache: (logits, present), generation.KV_CACHE
+                logits = network(
+                    ids, mask=ids >= 0, positions=torch.arange(ids.shape[1])[None], past=None
+                )[0]
+            else:
+                logits = network(ids, mask=ids >= 0) if takes_mask else network(ids)
         except Exception as exc:  # the user's network on token ids [1, T]
             shape = list(ids.shape)
             raise fail(f"`network()` fails on token ids of shape {shape}: {exc}") from None
@@ -224,7 +230,12 @@ def _check_generation(model: Model, decoded: list[Any], fail: Any) -> None:
         )
     device = torch.device("cpu")
     decoder = Decoder(
-        network, tokenizer, context=model.context, device=device, takes_mask=takes_mask
+        network,
+        tokenizer,
+        context=model.context,
+        device=device,
+        takes_mask=takes_mask,
+        takes_past=takes_past,
     )
     sequences = [decoder.start(p) for p in prompts]
     for _ in range(2):

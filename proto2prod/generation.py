@@ -14,7 +14,10 @@ rounding). Each sequence samples with its own settings and its own random genera
 temperature 0, or a fixed seed, gives the same text every time, everywhere. The service's
 step batcher (service/stepping.py) calls `step` across requests, letting sequences join and
 leave between steps; the Predictor, the prototype and MLflow call `generate` and `stream`.
-No KV cache: every step reads the whole window, which a small model's context affords.
+A network may keep a KV cache (its `forward` names a `past` parameter; the contract is
+`KV_CACHE` below): then a sequence's first step reads its window once (prefill) and each
+later step feeds only its newest token, with every sequence's cached keys and values
+gathered into the batch; a network without one recomputes its window every step.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ if TYPE_CHECKING:
 
 RANDOM_SEED = -1
 """`seed` = -1: a fresh random seed for each request."""
+
+
+KV_CACHE = """`forward(ids, mask, positions, past)` -> `(logits, present)`:
+- `ids` [B, T]: the new tokens (a prefill's right-padded window, or each sequence's newest);
+- `positions` [B, T]: their positions in the sequence (for position embeddings);
+- `past`: None (prefill), or per layer `(keys, values)` [B, heads, P, dim] cached so far;
+- `mask` [B, P + T]: which of the past and new positions are real (attend to those only,
+  and causally: a new token at `P + t` sees keys up to `P + t`);
+- `present`: per layer `(keys, values)` [B, heads, P + T, dim], past then new."""
 
 
 class Tokenizer(Protocol):
@@ -141,10 +153,19 @@ class Continuation:
         self.finish_reason: str | None = None
         """`stop` (the end-of-sequence token) or `length` (max_new_tokens), once finished."""
         self._generator: torch.Generator | None = None
+        self.cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        """A caching network's keys and values per layer, [heads, room, dim] each."""
+        self.cached = 0
+        """Positions held in `cache`."""
 
     def window(self, context: int) -> list[int]:
         ids = [*self.prompt.ids, *self.new]
         return ids[-context:] if context else ids
+
+    @property
+    def last(self) -> int:
+        """The newest token: the one a caching network has not seen yet."""
+        return self.new[-1] if self.new else self.prompt.ids[-1]
 
     def pick(self, logits: torch.Tensor) -> int:
         """The next token from this sequence's logits `[V]` (float32, on the CPU)."""
@@ -192,12 +213,15 @@ class Decoder:
         context: int,
         device: torch.device,
         takes_mask: bool,
+        takes_past: bool = False,
     ) -> None:
         self.network = network
         self.tokenizer = tokenizer
         self.context = context
         self.device = device
         self.takes_mask = takes_mask
+        self.takes_past = takes_past
+        """The network keeps a KV cache (`KV_CACHE`)."""
 
     def start(self, prompt: Prompt) -> Continuation:
         return Continuation(prompt, self.tokenizer)
@@ -206,17 +230,92 @@ class Decoder:
         """Advance each unfinished sequence by one token; the text each one added."""
         import torch
 
-        windows = [s.window(self.context) for s in sequences]
+        with torch.inference_mode():
+            last = self._cached(sequences) if self.takes_past else self._windows(sequences)
+            last = last.float().cpu()
+        return [s.advance(s.pick(row)) for s, row in zip(sequences, last, strict=True)]
+
+    def _padded(self, windows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Right-padded ids [B, T] and their mask, on the device, and each window's length."""
+        import torch
+
         lengths = [len(w) for w in windows]
         longest = max(lengths)
         ids = torch.tensor([w + [0] * (longest - len(w)) for w in windows], dtype=torch.long)
         mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        with torch.inference_mode():
-            logits = self.network(ids, mask=mask) if self.takes_mask else self.network(ids)
-            rows = torch.arange(len(windows), device=self.device)
-            last = logits[rows, torch.tensor(lengths, device=self.device) - 1].float().cpu()
-        return [s.advance(s.pick(row)) for s, row in zip(sequences, last, strict=True)]
+        return ids.to(self.device), mask.to(self.device), lengths
+
+    def _windows(self, sequences: Sequence[Continuation]) -> torch.Tensor:
+        """No cache: each sequence's whole window, every step; the last real logits [B, V]."""
+        import torch
+
+        ids, mask, lengths = self._padded([s.window(self.context) for s in sequences])
+        logits = self.network(ids, mask=mask) if self.takes_mask else self.network(ids)
+        rows = torch.arange(len(lengths), device=self.device)
+        return logits[rows, torch.tensor(lengths, device=self.device) - 1]
+
+    def _cached(self, sequences: Sequence[Continuation]) -> torch.Tensor:
+        """With a KV cache: a prefill for sequences without one (new, or whose cache
+        reached the context), one new token for the others; the last logits [B, V]."""
+        import torch
+
+        full = [s.cache is None or (self.context and s.cached >= self.context) for s in sequences]
+        rows: list[Any] = [None] * len(sequences)
+        for wanted, run in ((True, self._prefill), (False, self._extend)):
+            picked = [i for i, f in enumerate(full) if f == wanted]
+            if picked:
+                for i, row in zip(picked, run([sequences[i] for i in picked]), strict=True):
+                    rows[i] = row
+        return torch.stack(rows)
+
+    def _prefill(self, sequences: list[Continuation]) -> torch.Tensor:
+        """Read each window once (the last 3/4 of the context: room is left to extend)."""
+        import torch
+
+        keep = max(1, self.context * 3 // 4) if self.context else 0
+        ids, mask, lengths = self._padded([s.window(keep) for s in sequences])
+        positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
+        logits, present = self.network(ids, mask=mask, positions=positions, past=None)
+        room = self.context or 2 * max(lengths) + 64
+        for i, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
+            sequence.cache = []
+            for keys, values in present:
+                k = keys.new_zeros((keys.shape[1], room, keys.shape[3]))
+                v = values.new_zeros((values.shape[1], room, values.shape[3]))
+                k[:, :length], v[:, :length] = keys[i, :, :length], values[i, :, :length]
+                sequence.cache.append((k, v))
+            sequence.cached = length
+        rows = torch.arange(len(lengths), device=self.device)
+        return logits[rows, torch.tensor(lengths, device=self.device) - 1]
+
+    def _extend(self, sequences: list[Continuation]) -> torch.Tensor:
+        """Each sequence's newest token against its cache: one position per sequence."""
+        import torch
+
+        held = max(s.cached for s in sequences)
+        cached = torch.tensor([s.cached for s in sequences], device=self.device)
+        ids = torch.tensor([[s.last] for s in sequences], dtype=torch.long, device=self.device)
+        mask = torch.arange(held + 1, device=self.device)[None, :] < cached[:, None]
+        mask[:, held] = True  # the new token itself
+        assert sequences[0].cache is not None
+        past = [
+            (
+                torch.stack([s.cache[layer][0][:, :held] for s in sequences]),  # type: ignore[index]
+                torch.stack([s.cache[layer][1][:, :held] for s in sequences]),  # type: ignore[index]
+            )
+            for layer in range(len(sequences[0].cache))
+        ]
+        logits, present = self.network(ids, mask=mask, positions=cached[:, None], past=past)
+        for i, sequence in enumerate(sequences):
+            assert sequence.cache is not None
+            at = sequence.cached
+            if at >= sequence.cache[0][0].shape[1]:  # no context limit: double the room
+                sequence.cache = [(_doubled(k), _doubled(v)) for k, v in sequence.cache]
+            for (k, v), (keys, values) in zip(sequence.cache, present, strict=True):
+                k[:, at] = keys[i, :, held]
+                v[:, at] = values[i, :, held]
+            sequence.cached += 1
+        return logits[:, 0]
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Continuation]:
         """Every prompt to its end, sharing each step: the whole-text answer (/predict)."""
@@ -233,3 +332,9 @@ class Decoder:
         while sequence.finish_reason is None:
             chunk = self.step([sequence])[0]
             yield chunk, sequence
+
+
+def _doubled(tensor: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.cat([tensor, torch.zeros_like(tensor)], dim=1)

@@ -76,6 +76,7 @@ class Predictor:
                 context=model.context,
                 device=self.device,
                 takes_mask=self._keywords is None or MASK in self._keywords,
+                takes_past=self._keywords is not None and "past" in self._keywords,
             )
 
     def prepare(self, item: Any, index: int | None = None) -> Any:

@@ -167,6 +167,31 @@ def test_temperature_zero_or_a_seed_give_the_same_text_alone_or_batched(
     assert predictor.predict(top1) == greedy  # top-1 sampling is greedy
 
 
+def test_the_kv_cache_gives_the_text_of_reading_the_whole_window(textgen: Definition) -> None:
+    """Greedy decoding of an untrained network (logits far from ties) two ways: with its
+    cache (a prefill, then one token per step, sequences joining at different lengths) and
+    reading each whole window every step, within the context (no refresh yet)."""
+    model = textgen.model
+    torch.manual_seed(0)
+    predictor = Predictor(model, model.network().state_dict())
+    cached = predictor.decoder
+    assert cached is not None and cached.takes_past
+    windowed = generation.Decoder(
+        lambda ids: predictor.network(ids)[0],  # type: ignore[arg-type]
+        model.tokens,
+        context=model.context,
+        device=predictor.device,
+        takes_mask=False,
+    )
+    prompts = [Prompt(tuple(b"The list"), 40), Prompt(tuple(b"def f(x):\n  return"), 30)]
+    both = cached.generate(prompts)
+    assert [s.text for s in both] == [s.text for s in windowed.generate(prompts)]
+    assert len(set(both[0].text)) > 5  # not one repeated token: the check can fail
+    # past the context the cache is read again (a prefill of the last 3/4): still going
+    long = cached.generate([Prompt(tuple(b"x"), 3 * model.context)])[0]
+    assert long.finish_reason == "length" and len(long.new) == 3 * model.context
+
+
 def test_a_character_split_across_byte_tokens_is_shown_whole() -> None:
     sequence = generation.Continuation(Prompt((1,), 4), ByteTokenizer())
     euro = "€".encode()
@@ -436,3 +461,56 @@ def test_the_example_trains_and_reports_its_validation_loss(textgen_quick: Train
     assert textgen_quick.metrics["val_bits_per_byte"] == pytest.approx(
         textgen_quick.metrics["val_loss"] / 0.6931471805599453
     )
+
+
+# -- the benchmark ------------------------------------------------------------------------
+def _stream_row(arch: str, streams: int, tokens: float, p50: float, p99: float) -> dict[str, Any]:
+    return {
+        "model": "textgen",
+        "architecture": arch,
+        "streams": streams,
+        "tokens_per_s": tokens,
+        "ttft_p50_ms": p50,
+        "ttft_p99_ms": p99,
+        "streams_done": 10,
+        "failed": 0,
+        "server_cpu": {"service": 1.0},
+    }
+
+
+def test_generation_verdicts_hold_and_fail_on_the_numbers() -> None:
+    from proto2prod.benchmarks.verdicts import _generation
+
+    rows = [
+        _stream_row("steps", 1, 250, 8.0, 12.0),
+        _stream_row("steps", 32, 1200, 30.0, 70.0),
+        _stream_row("one-at-a-time", 32, 250, 3000.0, 4000.0),
+    ]
+    held = _generation({"generation": rows}, proto2prod.benchmarks.verdicts.TARGETS)
+    assert [v.holds for v in held] == [True, True, True]
+    assert held[0].numbers == "1200 vs 250 tokens/s (4.80x)"
+    rows[1] = {**_stream_row("steps", 32, 700, 30.0, 120.0), "failed": 1}
+    failed = _generation({"generation": rows}, proto2prod.benchmarks.verdicts.TARGETS)
+    assert [v.holds for v in failed] == [False, False, False]
+    assert "1.43 ms batched vs 4.00 ms alone" in failed[0].reason  # CPU per token, both ways
+
+
+def test_the_benchmark_streams_from_the_service_and_from_gradio(
+    served: Served, tmp_path: Path
+) -> None:
+    from proto2prod.benchmarks import streams
+    from proto2prod.benchmarks.context import Bench, Subject
+    from proto2prod.benchmarks.models import EXAMPLES as BY_NAME
+    from proto2prod.benchmarks.plan import Plan
+    from proto2prod.benchmarks.targets import Placement, start
+
+    plan = Plan(models=["textgen"], users=[1], duration=3, warmup=0.5)
+    bench = Bench(plan, served.home, tmp_path, tmp_path, Placement.detect(), print)
+    path, names = streams.payload(Subject("textgen", BY_NAME["textgen"], tmp_path), tmp_path)
+    assert names == ["prompt", "max_new_tokens", "temperature", "top_k", "seed"]
+    for arch in ("steps", "prototype"):
+        where = {"home": served.home, "logs": tmp_path, "placement": bench.placement}
+        with start(arch, "textgen", BY_NAME["textgen"], **where) as target:
+            found = streams.run(bench, target, path, names, 2)
+        assert found["failed"] == 0 and found["streams_done"] > 0, (arch, found)
+        assert found["tokens_per_s"] > 0 and 0 < found["ttft_p50_ms"] <= found["ttft_p99_ms"]
