@@ -52,10 +52,8 @@ class Block(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor, past: Cache | None
     ) -> tuple[torch.Tensor, Cache]:
         batch, length, _ = x.shape
-        q, k, v = (
-            t.view(batch, length, HEADS, WIDTH // HEADS).transpose(1, 2)
-            for t in self.qkv(self.norm1(x)).split(WIDTH, dim=-1)
-        )
+        qkv = self.qkv(self.norm1(x)).view(batch, length, 3, HEADS, WIDTH // HEADS)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, dim]
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         before = k.shape[2] - length

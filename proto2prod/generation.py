@@ -22,6 +22,7 @@ gathered into the batch; a network without one recomputes its window every step.
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,9 +153,9 @@ class Continuation:
         """The text of the new tokens, as far as it decodes whole."""
         self.finish_reason: str | None = None
         """`stop` (the end-of-sequence token) or `length` (max_new_tokens), once finished."""
-        self._generator: torch.Generator | None = None
-        self.cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        """A caching network's keys and values per layer, [heads, room, dim] each."""
+        self._random: random.Random | None = None
+        self.cache: torch.Tensor | None = None
+        """A caching network's keys and values: [layers, 2, heads, room, dim]."""
         self.cached = 0
         """Positions held in `cache`."""
 
@@ -167,21 +168,12 @@ class Continuation:
         """The newest token: the one a caching network has not seen yet."""
         return self.new[-1] if self.new else self.prompt.ids[-1]
 
-    def pick(self, logits: torch.Tensor) -> int:
-        """The next token from this sequence's logits `[V]` (float32, on the CPU)."""
-        import torch
-
-        prompt = self.prompt
-        if prompt.temperature <= 0:
-            return int(logits.argmax())
-        scaled = logits / prompt.temperature
-        if 0 < prompt.top_k < scaled.numel():
-            kth = torch.topk(scaled, prompt.top_k).values[-1]
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-        if self._generator is None:
-            seed = prompt.seed if prompt.seed != RANDOM_SEED else secrets.randbits(62)
-            self._generator = torch.Generator().manual_seed(seed)
-        return int(torch.multinomial(torch.softmax(scaled, -1), 1, generator=self._generator))
+    def draw(self) -> float:
+        """A uniform draw in [0, 1) from this sequence's own generator (seeded)."""
+        if self._random is None:
+            seed = self.prompt.seed if self.prompt.seed != RANDOM_SEED else secrets.randbits(62)
+            self._random = random.Random(seed)
+        return self._random.random()
 
     def advance(self, token: int) -> str:
         """Take the next token; the text it adds (empty while a character is incomplete)."""
@@ -232,8 +224,8 @@ class Decoder:
 
         with torch.inference_mode():
             last = self._cached(sequences) if self.takes_past else self._windows(sequences)
-            last = last.float().cpu()
-        return [s.advance(s.pick(row)) for s, row in zip(sequences, last, strict=True)]
+            tokens = pick(sequences, last.float().cpu())
+        return [s.advance(t) for s, t in zip(sequences, tokens, strict=True)]
 
     def _padded(self, windows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Right-padded ids [B, T] and their mask, on the device, and each window's length."""
@@ -277,13 +269,11 @@ class Decoder:
         positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
         logits, present = self.network(ids, mask=mask, positions=positions, past=None)
         room = self.context or 2 * max(lengths) + 64
+        layers = torch.stack([torch.stack((k, v)) for k, v in present])  # [L, 2, B, H, T, D]
+        shape = (layers.shape[0], 2, layers.shape[3], room, layers.shape[5])
         for i, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
-            sequence.cache = []
-            for keys, values in present:
-                k = keys.new_zeros((keys.shape[1], room, keys.shape[3]))
-                v = values.new_zeros((values.shape[1], room, values.shape[3]))
-                k[:, :length], v[:, :length] = keys[i, :, :length], values[i, :, :length]
-                sequence.cache.append((k, v))
+            sequence.cache = layers.new_zeros(shape)
+            sequence.cache[:, :, :, :length] = layers[:, :, i, :, :length]
             sequence.cached = length
         rows = torch.arange(len(lengths), device=self.device)
         return logits[rows, torch.tensor(lengths, device=self.device) - 1]
@@ -297,23 +287,17 @@ class Decoder:
         ids = torch.tensor([[s.last] for s in sequences], dtype=torch.long, device=self.device)
         mask = torch.arange(held + 1, device=self.device)[None, :] < cached[:, None]
         mask[:, held] = True  # the new token itself
-        assert sequences[0].cache is not None
-        past = [
-            (
-                torch.stack([s.cache[layer][0][:, :held] for s in sequences]),  # type: ignore[index]
-                torch.stack([s.cache[layer][1][:, :held] for s in sequences]),  # type: ignore[index]
-            )
-            for layer in range(len(sequences[0].cache))
-        ]
+        caches = [s.cache for s in sequences]
+        assert all(c is not None for c in caches)
+        batch = torch.stack(caches, dim=2)[:, :, :, :, :held]  # type: ignore[arg-type]
+        past = [(batch[layer, 0], batch[layer, 1]) for layer in range(batch.shape[0])]
         logits, present = self.network(ids, mask=mask, positions=cached[:, None], past=past)
+        new = torch.stack([torch.stack((k[:, :, held], v[:, :, held])) for k, v in present])
         for i, sequence in enumerate(sequences):
             assert sequence.cache is not None
-            at = sequence.cached
-            if at >= sequence.cache[0][0].shape[1]:  # no context limit: double the room
-                sequence.cache = [(_doubled(k), _doubled(v)) for k, v in sequence.cache]
-            for (k, v), (keys, values) in zip(sequence.cache, present, strict=True):
-                k[:, at] = keys[i, :, held]
-                v[:, at] = values[i, :, held]
+            if sequence.cached >= sequence.cache.shape[3]:  # no context limit: double the room
+                sequence.cache = torch.cat([sequence.cache, torch.zeros_like(sequence.cache)], 3)
+            sequence.cache[:, :, :, sequence.cached] = new[:, :, i]
             sequence.cached += 1
         return logits[:, 0]
 
@@ -334,7 +318,29 @@ class Decoder:
             yield chunk, sequence
 
 
-def _doubled(tensor: torch.Tensor) -> torch.Tensor:
+def pick(sequences: Sequence[Continuation], logits: torch.Tensor) -> list[int]:
+    """Each sequence's next token from the batch's last logits [B, V] (float32, CPU), with
+    its own settings: greedy rows by one argmax; sampled rows scaled by their temperature,
+    cut to their top k, then one softmax and one inverse-CDF lookup of each row's own
+    seeded draw (a few tensor operations per step, not per sequence)."""
     import torch
 
-    return torch.cat([tensor, torch.zeros_like(tensor)], dim=1)
+    tokens: list[int] = logits.argmax(-1).tolist()
+    sampled = [i for i, s in enumerate(sequences) if s.prompt.temperature > 0]
+    if not sampled:
+        return tokens
+    chosen = [sequences[i].prompt for i in sampled]
+    rows = logits[sampled] / torch.tensor([[p.temperature] for p in chosen])
+    vocab = rows.shape[1]
+    ks = [p.top_k if 0 < p.top_k < vocab else 0 for p in chosen]
+    if any(ks):
+        top = torch.topk(rows, max(ks), dim=-1).values
+        kth = top.gather(1, torch.tensor([[max(k, 1) - 1] for k in ks])).squeeze(1)
+        floor = torch.where(torch.tensor(ks) > 0, kth, torch.tensor(float("-inf")))
+        rows = rows.masked_fill(rows < floor[:, None], float("-inf"))
+    cdf = torch.softmax(rows, -1).cumsum(-1)
+    draws = torch.tensor([[sequences[i].draw()] for i in sampled]) * cdf[:, -1:]
+    found = torch.searchsorted(cdf, draws, right=True).clamp(max=vocab - 1).squeeze(1)
+    for i, token in zip(sampled, found.tolist(), strict=True):
+        tokens[i] = token
+    return tokens

@@ -136,22 +136,29 @@ class GenerateEndpoint:
     async def _send_events(
         self, first: Event, events: Any, generation: Generation, send: Send, model: str
     ) -> int:
-        event = first
+        """Each event as it comes; those that came meanwhile go in one write."""
+        pending = [first]
         while True:
-            if event.kind == "chunk":
-                payload = sse("chunk", {"text": event.text})
-            elif event.error is not None:
-                payload = sse("error", event.error.to_json())
-            else:
-                sequence = generation.sequence
-                done = {"finish_reason": sequence.finish_reason, **sequence.counts}
-                done |= {"text": sequence.text, "model": model, "version": generation.version}
-                payload = sse("done", done)
-            last = event.kind != "chunk"
-            await send({"type": "http.response.body", "body": payload, "more_body": not last})
-            if last:
-                return event.error.status if event.error is not None else 200
-            event = await anext(events)
+            while pending[-1].kind == "chunk" and not generation.events.empty():
+                pending.append(generation.events.get_nowait())
+            last = pending[-1]
+            payload = b"".join(self._payload(e, generation, model) for e in pending)
+            ended = last.kind != "chunk"
+            await send({"type": "http.response.body", "body": payload, "more_body": not ended})
+            if ended:
+                return last.error.status if last.error is not None else 200
+            pending = [await anext(events)]
+
+    @staticmethod
+    def _payload(event: Event, generation: Generation, model: str) -> bytes:
+        if event.kind == "chunk":
+            return sse("chunk", {"text": event.text})
+        if event.error is not None:
+            return sse("error", event.error.to_json())
+        sequence = generation.sequence
+        done = {"finish_reason": sequence.finish_reason, **sequence.counts}
+        done |= {"text": sequence.text, "model": model, "version": generation.version}
+        return sse("done", done)
 
 
 async def _disconnected(receive: Receive, generation: Generation) -> None:

@@ -60,10 +60,7 @@ class Generation:
     def emit(self, event: Event) -> None:
         """From the stepping thread: hand `event` to the request's loop (a loop that has
         closed has no one to tell: the sequence leaves at the next step)."""
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:
-            self.cancelled = True
+        deliver([(self, event)])
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -182,17 +179,38 @@ class StepBatcher:
             return False
         if self.on_step is not None:
             self.on_step(group[0].version, len(group), time.perf_counter() - started)
+        events: list[tuple[Generation, Event]] = []
         for generation, chunk in zip(group, chunks, strict=True):
             if chunk:
-                generation.emit(Event("chunk", chunk))
+                events.append((generation, Event("chunk", chunk)))
             if generation.sequence.finish_reason is not None:
-                generation.emit(Event("done"))
+                events.append((generation, Event("done")))
+        deliver(events)
         return True
 
     def close(self) -> None:
         with self._wake:
             self._closed = True
             self._wake.notify_all()
+
+
+def deliver(events: list[tuple[Generation, Event]]) -> None:
+    """A step's events, one wake-up per event loop (not one per sequence: each wake-up is a
+    write to the loop's self-pipe and a turn of the loop)."""
+    by_loop: dict[int, list[tuple[Generation, Event]]] = {}
+    for generation, event in events:
+        by_loop.setdefault(id(generation.loop), []).append((generation, event))
+    for batch in by_loop.values():
+        try:
+            batch[0][0].loop.call_soon_threadsafe(_put, batch)
+        except RuntimeError:  # that loop has closed: no one is listening
+            for generation, _ in batch:
+                generation.cancelled = True
+
+
+def _put(batch: list[tuple[Generation, Event]]) -> None:
+    for generation, event in batch:
+        generation.events.put_nowait(event)
 
 
 def _late(generation: Generation) -> Timeout:
