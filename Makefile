@@ -35,9 +35,9 @@ bench: $(VENV)/.all
 	$(P2P) bench $(BENCH_ARGS)
 
 # The GPU run card, on a machine with an NVIDIA GPU (PyPI's Linux torch wheels carry CUDA):
-# heavy at batch 1 vs batched, the service vs the limit, float32 vs float16 -> docs/benchmarks/gpu.md
+# heavy at batch 1 vs batched, the service vs the limit, float32 vs float16, textgen streams -> docs/benchmarks/gpu.md
 gpu-card: $(VENV)/.all
-	$(P2P) bench --device cuda --models heavy --out docs/benchmarks
+	$(P2P) bench --device cuda --models heavy,textgen --out docs/benchmarks
 
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check .

@@ -1,11 +1,12 @@
 """The GPU run card: what a CUDA machine does with a model, in one command.
 
-    proto2prod bench --device cuda --models heavy --out docs/benchmarks/gpu   # make gpu-card
+    proto2prod bench --device cuda --models heavy,textgen --out docs/benchmarks  # make gpu-card
 
 For each precision (float32, then float16): the raw limit at batch 1 and batched (no
 HTTP), then the service on that GPU at each user count. Written as `gpu.md` (+ `gpu.json`)
 into the output folder. On a GPU the forward pass of a batch is cheap, so the card shows
-how much of the device's batched limit the service's per-request work leaves.
+how much of the device's batched limit the service's per-request work leaves. A
+generative model (textgen) gets the report's streams table instead (benchmarks/streams.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from proto2prod.benchmarks import runner, targets
+from proto2prod.benchmarks import models, runner, streams, targets
 from proto2prod.benchmarks.context import Bench, Subject
 from proto2prod.benchmarks.plan import Plan
 from proto2prod.benchmarks.report import Heading, Table, Text, markdown
+from proto2prod.benchmarks.report_scenarios import generation_blocks
 from proto2prod.benchmarks.targets import Placement
 from proto2prod.errors import DeviceUnavailable
 
@@ -106,6 +108,9 @@ def run(plan: Plan, out: Path, say: runner.Say, *, gpu: str | None = None) -> di
         runner.register(plan, bench.home, say)
         for model in plan.models:
             entry = plan.entries[model]
+            if models.generates(entry):  # tokens/s and time to first token, as the report's
+                streams.measure(bench, Subject(model, entry, Path(tmp)), results)
+                continue
             payload = runner.write_payload(model, entry, plan.payload, Path(tmp))
             for precision, half in PRECISIONS:
                 _precision(bench, Subject(model, entry, payload), device, precision, half, results)
@@ -167,6 +172,9 @@ def render(results: dict[str, Any]) -> str:
             limits,
             Heading("The service on the GPU (one JSON item per request, closed loop)"),
             service,
-            Text("Made by `make gpu-card` (`proto2prod bench --device cuda --models heavy`)."),
+            *generation_blocks(results.get("generation", [])),
+            Text(
+                "Made by `make gpu-card` (`proto2prod bench --device cuda --models heavy,textgen`)."
+            ),
         ]
     )

@@ -14,7 +14,7 @@ def scenario_blocks(results: dict[str, Any]) -> list[Block]:
     scenarios = results["scenarios"]
     out: list[Block] = []
     if generation := results.get("generation", []):
-        out += _generation(generation)
+        out += generation_blocks(generation)
     if resp := scenarios.get("responsiveness", []):
         out += _responsiveness(resp)
     for name, section in SECTIONS.items():
@@ -23,7 +23,8 @@ def scenario_blocks(results: dict[str, Any]) -> list[Block]:
     return out
 
 
-def _generation(rows: list[dict[str, Any]]) -> list[Block]:
+def generation_blocks(rows: list[dict[str, Any]]) -> list[Block]:
+    """A generative model's streams (benchmarks/streams.py): the report's and the GPU card's."""
     from proto2prod.benchmarks.streams import NAMES
 
     return [

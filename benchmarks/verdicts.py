@@ -380,6 +380,10 @@ def _generation(results: dict[str, Any], t: Targets) -> list[Verdict]:
                     f"{steps['ttft_p99_ms']:.1f} ms vs {alone['ttft_p50_ms']:.1f} ms "
                     f"({ratio:.1f}x)",
                     ratio <= t.first_token_ratio,
+                    f"at {top} streams a new sequence joins between steps: it waits for the "
+                    f"step in flight ({1000 * top / max(steps['tokens_per_s'], 1e-9):.1f} ms "
+                    f"per step of {top} here), then its prefill, while the HTTP side shares "
+                    f"the one core with the decoding thread",
                 )
             )
         failed = sum(r["failed"] for r in mine if r["architecture"] == "steps")

@@ -9,7 +9,8 @@ with the whole text.
 
 It trains on the Python documentation's topics that ship with the standard library
 (`pydoc_data`, ~460 kB of English and code), holding out every tenth topic for the
-validation loss; about a minute on a laptop's CPU, seconds with `--quick`. Copy this file to
+validation loss (1.36 nats per byte); under three minutes on a 2-core CPU, seconds with
+`--quick` (2.86: a model that runs, not one that writes well). Copy this file to
 start your own generator; it imports torch and proto2prod only.
 """
 

@@ -495,6 +495,28 @@ def test_generation_verdicts_hold_and_fail_on_the_numbers() -> None:
     assert "1.43 ms batched vs 4.00 ms alone" in failed[0].reason  # CPU per token, both ways
 
 
+def test_the_report_and_the_gpu_card_show_the_streams_table() -> None:
+    from proto2prod.benchmarks import gpu_card
+    from proto2prod.benchmarks.report import markdown
+    from proto2prod.benchmarks.report_scenarios import generation_blocks
+
+    rows = [_stream_row("steps", 32, 1200, 30.0, 70.0)]
+    line = "| textgen | service, step batching | 32 | 1200 | 30.0 | 70.0 | 10 | 0 | 1.00 |"
+    assert line in markdown(generation_blocks(rows))
+    machine = {"gpu": "H100", "cpu": "x", "cores": 8, "versions": {"torch": "2"}}
+    card = gpu_card.render(
+        {
+            "machine": machine,
+            "device": "cuda",
+            "started": "now",
+            "limits": [],
+            "runs": [],
+            "generation": rows,
+        }
+    )
+    assert "## Generation: concurrent streams" in card and line in card
+
+
 def test_the_benchmark_streams_from_the_service_and_from_gradio(
     served: Served, tmp_path: Path
 ) -> None:
