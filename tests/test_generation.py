@@ -479,7 +479,7 @@ def _stream_row(arch: str, streams: int, tokens: float, p50: float, p99: float) 
 
 
 def test_generation_verdicts_hold_and_fail_on_the_numbers() -> None:
-    from proto2prod.benchmarks.verdicts import _generation
+    from proto2prod.benchmarks.stream_verdicts import generation as _generation
 
     rows = [
         _stream_row("steps", 1, 250, 8.0, 12.0),
