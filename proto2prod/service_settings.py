@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from proto2prod.errors import SettingsError
 from proto2prod.setting import read, setting
@@ -197,6 +198,14 @@ class ServiceSettings:
         "disabled without it.",
         secret=True,
     )
+    peers: str | None = setting(
+        "PROTO2PROD_PEERS",
+        None,
+        "The other replicas behind the same load balancer: comma-separated base URLs, or one "
+        "URL whose DNS name has every replica's address (a headless Service). A registry "
+        "event or a canary rollback one replica gets, it tells them, signed with "
+        "PROTO2PROD_WEBHOOK_SECRET (service/peers.py).",
+    )
     shadow: str | None = setting(
         "PROTO2PROD_SHADOW",
         None,
@@ -314,6 +323,13 @@ class ServiceSettings:
                 f"least {MIN_SECRET_CHARS} random ones (python -c 'import secrets; "
                 f"print(secrets.token_urlsafe(32))')"
             )
+        if self.peers is not None:
+            self.peer_urls  # noqa: B018 (raises SettingsError when malformed)
+            if self.webhook_secret is None:
+                raise SettingsError(
+                    "PROTO2PROD_PEERS needs PROTO2PROD_WEBHOOK_SECRET: replicas sign what "
+                    "they tell each other with it (give every replica the same one)"
+                )
         if self.shadow and self.canary:
             raise SettingsError(
                 "give either a shadow (PROTO2PROD_SHADOW) or a canary (PROTO2PROD_CANARY), "
@@ -326,6 +342,20 @@ class ServiceSettings:
                     f"the shadow or canary alias '{alias}' is the alias being served; "
                     f"name the challenger's alias (e.g. challenger)"
                 )
+
+    @property
+    def peer_urls(self) -> list[str]:
+        """`PROTO2PROD_PEERS` as base URLs without a trailing slash (empty when unset)."""
+        urls = [part.strip().rstrip("/") for part in (self.peers or "").split(",")]
+        for url in filter(None, urls):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError(
+                    f"PROTO2PROD_PEERS: {url!r} is not a base URL; give http://HOST:PORT, "
+                    f"comma-separated, or one http://NAME:PORT whose DNS name has every "
+                    f"replica's address"
+                )
+        return list(filter(None, urls))
 
     @property
     def wants_gpu(self) -> bool:

@@ -8,6 +8,7 @@ as metrics of one run per champion/challenger pair, in the model's experiment
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,16 @@ class RolloutRun:
                 tags=[RunTag(k, v) for k, v in (tags or {}).items()],
             )
             self.step += 1
+
+    def record_rollback(self, reason: str) -> None:
+        """Say on the challenger's version that its canary against this champion was rolled
+        back, so every replica's next check of the canary alias acts on it too (a replica
+        the fan-out missed, or one started later)."""
+        value = json.dumps({"champion": self.champion, "reason": reason})
+        with self.registry.errors(f"recording the canary rollback of {self.name}"):
+            self.registry.client.set_model_version_tag(
+                self.name, self.challenger, ROLLED_BACK, value
+            )
 
     def end(self) -> None:
         if self.run_id is not None:

@@ -17,7 +17,7 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proto2prod.errors import InternalError, PayloadTooLarge, Refused, Unauthorized
-from proto2prod.service import webhooks
+from proto2prod.service import peers, webhooks
 from proto2prod.service.http import Answer, send_answer
 from proto2prod.service.predict import BodyReader, ClientGone
 
@@ -25,7 +25,8 @@ log = logging.getLogger("proto2prod.service")
 
 ADMIN_MAX_BYTES = 64 * 1024
 """The largest `/admin/*` body: MLflow's alias events are well under 1 kB."""
-EVENTS_PATH = "/admin/registry-events"
+SIGNED_PATHS = ("/admin/registry-events", peers.PATH)
+"""Routes authenticated by a webhook signature (MLflow's deliveries, the peers' events)."""
 
 
 class AdminBodies:
@@ -41,7 +42,7 @@ class AdminBodies:
         held = 0
         try:
             headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", ())}
-            if path == EVENTS_PATH and not all(headers.get(h) for h in webhooks.HEADERS):
+            if path in SIGNED_PATHS and not all(headers.get(h) for h in webhooks.HEADERS):
                 raise Unauthorized(webhooks.UNSIGNED)
             length = headers.get("content-length", b"")
             if length.isdigit() and int(length) > ADMIN_MAX_BYTES:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import random
 import threading
@@ -102,7 +103,25 @@ class Rollout:
             pair = (champion.version, challenger.version)
         if pair != self.pair:
             self._new_pair(pair)
+        if pair and self.canary is not None and self.canary.percent > 0:
+            self._follow_recorded_rollback(pair)
         return challenger if pair else None
+
+    def _follow_recorded_rollback(self, pair: tuple[str, str]) -> None:
+        """A rollback of this pair recorded in the registry (by any replica: RolloutRun.
+        record_rollback) rolls the canary back here too, at the check that read it."""
+        recorded = self.runtime.registry_tags.get(ROLLED_BACK)
+        if recorded is None:
+            return
+        try:
+            said = json.loads(recorded)
+        except ValueError:
+            return
+        if isinstance(said, dict) and said.get("champion") == pair[0]:
+            reason = f"{said.get('reason')} (recorded in the registry)"
+            self.canary.roll_back(reason)  # type: ignore[union-attr]
+            self.canary.rolled_back["recorded"] = True  # type: ignore[union-attr,index]
+            log.error("canary v%s rolled back: %s", pair[1], reason)
 
     def _new_pair(self, pair: tuple[str, str] | None) -> None:
         if self.run is not None:
@@ -281,6 +300,9 @@ class Rollout:
             tags = {}
             if self.canary is not None and self.canary.rolled_back is not None:
                 tags[ROLLED_BACK] = self.canary.rolled_back["reason"]
+                if not self.canary.rolled_back.get("recorded"):
+                    current.record_rollback(self.canary.rolled_back["reason"])
+                    self.canary.rolled_back["recorded"] = True
             current.log(self._metrics(), tags)
 
     async def log_forever(self) -> None:

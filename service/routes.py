@@ -1,12 +1,13 @@
 """The service's plain Starlette routes beside `/predict`: `GET /metadata`, the admin
-token's `POST /admin/reload` and MLflow's signed `POST /admin/registry-events`."""
+token's `POST /admin/reload`, MLflow's signed `POST /admin/registry-events` and the peer
+replicas' signed `POST /admin/peer-events` (service/peers.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ from proto2prod.errors import (
     RegistryUnavailable,
     Unauthorized,
 )
-from proto2prod.service import webhooks
+from proto2prod.service import peers, webhooks
 from proto2prod.service.http import error_response
 from proto2prod.service.keys import KeyStore
 
@@ -34,6 +35,7 @@ class Served(Protocol):
 
     runtime: Any
     rollout: Any
+    peers: Any
     server: dict[str, str]
 
     def runtimes(self) -> dict[str, Any]: ...
@@ -43,6 +45,8 @@ class Served(Protocol):
     async def check_now(self, alias: str) -> None: ...
 
     async def reload(self) -> dict[str, Any]: ...
+
+    async def on_peer(self, event: dict[str, Any]) -> None: ...
 
 
 def routes(
@@ -61,6 +65,7 @@ def routes(
             Route("/metadata", handlers.metadata, methods=["GET"]),
             Route("/admin/reload", handlers.admin_reload, methods=["POST"]),
             Route("/admin/registry-events", handlers.registry_event, methods=["POST"]),
+            Route(peers.PATH, handlers.peer_event, methods=["POST"]),
         ]
     )
 
@@ -92,8 +97,15 @@ class Routes:
             return error_response(NotReady("the service is starting"))
         rollout = current.rollout.metadata() if current.rollout is not None else None
         found = current.runtime.metadata()
+        fleet = current.peers.metadata() if current.peers is not None else None
         return JSONResponse(
-            {**found, "rollout": rollout, "drift": current.drift_report(), "server": current.server}
+            {
+                **found,
+                "rollout": rollout,
+                "drift": current.drift_report(),
+                "peers": fleet,
+                "server": current.server,
+            }
         )
 
     async def registry_event(self, request: Request) -> JSONResponse:
@@ -138,10 +150,38 @@ class Routes:
             event.alias,
             event.version,
         )
-        task = asyncio.create_task(current.check_now(event.alias))
+        self._in_task(current.check_now(event.alias))
+        return JSONResponse({"accepted": True, "checking": str(runtime.ref)}, status_code=202)
+
+    def _in_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self.checks.add(task)
         task.add_done_callback(self.checks.discard)
-        return JSONResponse({"accepted": True, "checking": str(runtime.ref)}, status_code=202)
+
+    async def peer_event(self, request: Request) -> JSONResponse:
+        """Another replica's event, verified like a webhook delivery; acted on after the
+        202, as a webhook is."""
+        current = self.service()
+        if current is None:
+            return error_response(NotReady("the service is starting; the poll will catch up"))
+        if current.peers is None:
+            return error_response(
+                AdminDisabled(
+                    "set PROTO2PROD_PEERS (and PROTO2PROD_WEBHOOK_SECRET) to take "
+                    "events from peer replicas"
+                )
+            )
+        body = await request.body()
+        try:
+            event = current.peers.receive(request.headers, body)
+        except Refused as refused:
+            log.warning("refused a peer event: %s", refused)
+            return error_response(refused)
+        if event is None:
+            return JSONResponse({"accepted": False, "reason": "our own event, or one seen"})
+        log.info("peer %s: %s", event.get("origin"), event.get("kind"))
+        self._in_task(current.on_peer(event))
+        return JSONResponse({"accepted": True}, status_code=202)
 
     async def admin_reload(self, request: Request) -> JSONResponse:
         refused = self._admin_refusal(request.headers.get("authorization", ""))

@@ -125,6 +125,8 @@ class ModelRuntime:
         self.last_check: float | None = None
         self.last_good_sync: float | None = None
         self.registry_reachable: bool | None = None
+        self.registry_tags: dict[str, str] = {}
+        """The tags of the version the reference resolved to at the last check."""
         self.last_error: str | None = None
         self.last_swap_error: str | None = None
         self.alias_changed_at: float | None = None
@@ -241,6 +243,7 @@ class ModelRuntime:
                 return self._check_result(swapped=False)
             self.registry_reachable = True
             self.last_good_sync = self.last_check
+            self.registry_tags = info.tags
             self.last_error = None
             self.failures = 0
             if self.current is not None and info.version == self.current.version:

@@ -16,6 +16,7 @@ from proto2prod.service.drift import DriftWatch
 from proto2prod.service.fanout import Bus
 from proto2prod.service.following import Following
 from proto2prod.service.parts import Parts
+from proto2prod.service.peers import Peers, origin_of
 from proto2prod.service.rollout import Rollout
 from proto2prod.service.runtime import ModelRuntime
 
@@ -29,12 +30,18 @@ class Serving:
         assert parts.definition is not None, "the service is instantiated in BentoML's workers"
         config, definition = parts.config, parts.definition
         self.config = config
+        self.worker = worker
         self.runtime = ModelRuntime(config, definition, parts.registry, worker=worker)
         self.drift = DriftWatch(
             parts.model_name, definition.model, parts.registry, config.drift, config.drift_window
         )
         self.answering = Answering(config, self.runtime, self.drift)
         self.bus = Bus()  # what one worker learns, the others act on (service/fanout.py)
+        self.peers: Peers | None = None  # ... and the other replicas (service/peers.py)
+        if config.peer_urls and config.webhook_secret:
+            self.peers = Peers(
+                config.peer_urls, config.webhook_secret, origin_of(self.bus.secret())
+            )
         self.rollout: Rollout | None = None
         if config.challenger:
             self.rollout = Rollout(
@@ -46,14 +53,17 @@ class Serving:
                 worker=worker,
                 secret=self.bus.secret(),
             )
-            self.rollout.on_rollback = lambda pair, reason: self.bus.publish(
-                "canary-rollback", pair=list(pair), reason=reason, worker=worker
-            )
+            self.rollout.on_rollback = self._rolled_back
         self.answering.rollout = self.rollout
-        self.following = Following(self.runtime, self.rollout, self.bus, worker)
+        self.following = Following(self.runtime, self.rollout, self.bus, worker, self.peers)
         self.server: dict[str, str] = {}
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _rolled_back(self, pair: tuple[str, str], reason: str) -> None:
+        """This worker's canary judged the challenger worse: so do the others and the peers."""
+        self.bus.publish("canary-rollback", pair=list(pair), reason=reason, worker=self.worker)
+        self.following.tell_peers("canary-rollback", pair=list(pair), reason=reason)
 
     # what the routes need of the running service (service/routes.py: Served)
     def runtimes(self) -> dict[str, ModelRuntime]:
@@ -67,6 +77,9 @@ class Serving:
 
     async def reload(self) -> dict[str, Any]:
         return await self.following.reload()
+
+    async def on_peer(self, event: dict[str, Any]) -> None:
+        await self.following.on_peer(event)
 
     def start(self) -> None:
         """The worker's tasks: follow the registry, log the rollout, track drift, listen."""
