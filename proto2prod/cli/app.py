@@ -1,6 +1,6 @@
 """`proto2prod`: the command line. Each command lives in the module named after its job
 (versions.py, rollouts.py, keys.py, drift.py, serving.py, prototype.py, bench.py,
-demo.py, settings.py); this module assembles them.
+demo.py, settings.py, deploy.py); this module assembles them.
 
 Every command reads its settings from the environment (`PROTO2PROD_HOME`,
 `MLFLOW_TRACKING_URI`) through `Settings`; a failure prints one line and exits with the
@@ -16,6 +16,7 @@ import typer
 
 from proto2prod.cli.bench import bench
 from proto2prod.cli.demo import demo
+from proto2prod.cli.deploy import deploy
 from proto2prod.cli.drift import drift
 from proto2prod.cli.keys import keys
 from proto2prod.cli.openapi import openapi
@@ -54,6 +55,7 @@ for command in (
     app.command()(command)
 app.add_typer(webhook)
 app.add_typer(keys)
+app.add_typer(deploy)
 
 
 def _version(shown: bool) -> None:
