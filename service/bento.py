@@ -8,6 +8,7 @@ as its default; the weights stay in the registry, fetched and verified at start-
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -21,6 +22,16 @@ from proto2prod.registry.reference import ModelRef
 from proto2prod.service.distribution import proto2prod_wheel, requirements
 
 SERVICE = "proto2prod.service.app:ModelService"
+CACHE = "/var/cache/proto2prod"
+"""In the image: where the weight cache goes, owned by BentoML's non-root user (uid 1034);
+mount a volume there and set PROTO2PROD_HOME to it (the root filesystem can be read-only)."""
+SETUP_SCRIPT = f"""#!/bin/sh
+set -e
+mkdir -p {CACHE}
+chown 1034:1034 {CACHE}
+# BentoML makes these under BENTOML_HOME at every start: made now, a read-only root is fine
+mkdir -p /home/bentoml/bentos /home/bentoml/models /home/bentoml/envs /home/bentoml/tmp
+"""
 
 
 @dataclass(frozen=True)
@@ -38,8 +49,10 @@ def build_bento(
     *,
     include: tuple[str, ...] = (),
     version: str | None = None,
+    base_image: str | None = None,
 ) -> Built:
-    """Build and store a Bento serving `ref` with the definition in `definition`."""
+    """Build and store a Bento serving `ref` with the definition in `definition`;
+    `base_image` is its image's base (BentoML's own Debian image by default)."""
     bentoml = require("bentoml")
     if not definition.is_file():
         raise DefinitionError(f"--definition {definition}: no such file")
@@ -65,22 +78,31 @@ def build_bento(
             (context / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(folder / name, context / name)
         (context / "wheels").mkdir()
-        wheel = proto2prod_wheel(context / "wheels")  # BentoML installs src/wheels/*.whl lines
-        bento = bentoml.bentos.build(
-            SERVICE,
-            name=bento_name(ref.name),
-            description=f"proto2prod service for {ref} ({model.title})",
-            labels={"proto2prod.model": str(ref), "proto2prod.definition": definition.name},
-            envs=[BentoEnvSchema(name=k, value=v) for k, v in envs.items()],
-            # Restored by BentoML wherever it loads the Bento (service/app.py reads them).
-            args={"model": str(ref), "definition": definition.name},
-            python={
-                "packages": [*requirements(), f"./wheels/{wheel.name}"],
-                "lock_packages": False,
-            },
-            build_ctx=str(context),
-            version=version,
-        )
+        setup = context / "setup.sh"  # as root, while the image is built
+        setup.write_text(SETUP_SCRIPT)
+        setup.chmod(0o755)
+        wheel = proto2prod_wheel(context / "wheels")
+        # BentoML resolves `wheels` and `setup_script` against the working directory and
+        # refuses files outside it, whatever `build_ctx` says.
+        with contextlib.chdir(context):
+            bento = bentoml.bentos.build(
+                SERVICE,
+                name=bento_name(ref.name),
+                description=f"proto2prod service for {ref} ({model.title})",
+                labels={"proto2prod.model": str(ref), "proto2prod.definition": definition.name},
+                envs=[BentoEnvSchema(name=k, value=v) for k, v in envs.items()],
+                # Restored by BentoML wherever it loads the Bento (service/app.py reads them).
+                args={"model": str(ref), "definition": definition.name},
+                python={
+                    "packages": [*requirements(), f"./wheels/{wheel.name}"],
+                    # also in env/python/wheels/, where the image's install looks for the line
+                    "wheels": [f"wheels/{wheel.name}"],
+                    "lock_packages": False,
+                },
+                docker={"base_image": base_image, "setup_script": "setup.sh"},
+                build_ctx=str(context),
+                version=version,
+            )
     src = Path(bento.path_of("src"))
     files = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
     return Built(tag=str(bento.tag), path=Path(bento.path), files=files)

@@ -164,21 +164,59 @@ def build(
     version: Annotated[
         str | None, typer.Option(help="The Bento's version (default: BentoML generates one).")
     ] = None,
+    containerize: Annotated[
+        bool, typer.Option(help="Also build its OCI image (BentoML's containerize).")
+    ] = False,
+    base_image: Annotated[
+        str | None,
+        typer.Option(help="The image's base, with Python 3.11 (default: BentoML's own)."),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="docker or podman (default: Docker if its daemon answers, else podman)."),
+    ] = None,
+    build_opt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--build-opt",
+            help="KEY=VALUE for the image builder (repeatable): network=host, "
+            "volume=HOST:CONTAINER:ro, build-arg=...",
+        ),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="The image's tag (default: the Bento's tag).")
+    ] = None,
 ) -> None:
-    """Build a Bento of the service for your definition (then `bentoml containerize`)."""
+    """Build a Bento of the service for your definition, and with --containerize its image."""
     with user_errors():
         from proto2prod.registry.reference import ModelRef
+        from proto2prod.service import container
         from proto2prod.service.bento import build_bento
 
         ref = ModelRef.parse(model)
         if definition is None:
             definition = _recorded_definition(ref)
-        built = build_bento(ref, definition, include=tuple(include or ()), version=version)
-    console.print(f"built Bento [bold]{built.tag}[/]: {', '.join(built.files)}")
+        builder = container.pick_backend(backend) if containerize else None
+        options = container.build_options(build_opt or ())
+        built = build_bento(
+            ref, definition, include=tuple(include or ()), version=version, base_image=base_image
+        )
+        console.print(f"built Bento [bold]{built.tag}[/]: {', '.join(built.files)}")
+        if builder is not None:
+            tag = container.containerize(built.tag, backend=builder, image=image, options=options)
+            size = container.image_size(builder, tag) / 1e6
+            console.print(f"built image [bold]{tag}[/] ({size:,.0f} MB) with {builder}")
+            console.print(
+                f"run it:  {builder} run -p 3000:3000 -e MLFLOW_TRACKING_URI=... "
+                f"-e PROTO2PROD_HOME=/var/cache/proto2prod -v cache:/var/cache/proto2prod "
+                f"(plus your API keys file: listening beyond loopback needs keys) {tag}",
+                highlight=False,
+            )
+            return
     console.print(
         f"serve it:  bentoml serve {built.tag} --host 127.0.0.1  (with MLFLOW_TRACKING_URI or "
         f"PROTO2PROD_HOME pointing at the registry)\n"
-        f"an image:  bentoml containerize {built.tag}  (needs Docker)",
+        f"an image:  proto2prod build {ref} --containerize  (Docker or podman)",
         highlight=False,
     )
 
