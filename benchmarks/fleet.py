@@ -16,10 +16,13 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from proto2prod.processes import free_port, kill, spawn, wait_http
 
@@ -174,3 +177,62 @@ def fleet(
             replica.stop(grace=10)
         if made.balancer is not None:
             kill(made.balancer, 5)
+
+
+@contextlib.contextmanager
+def steady_load(url: str, items: list[Any], clients: int = 2) -> Iterator[Counter[str]]:
+    """`clients` threads calling /predict through `url` until the block ends: the Counter
+    holds each answer's status (or exception name) and `v<version>` per version answered,
+    so a promotion or a restart under it shows any request it failed."""
+    import httpx
+
+    seen: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def loop() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.post(f"{url}/predict", json={"inputs": items})
+                    seen[str(answer.status_code)] += 1
+                    if answer.status_code == 200:
+                        seen["v" + answer.json()["version"]] += 1
+                except httpx.HTTPError as exc:
+                    seen[type(exc).__name__] += 1
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+
+def failed(seen: Counter[str]) -> int:
+    """The requests in `seen` that did not answer 200."""
+    return sum(n for key, n in seen.items() if not key.startswith("v") and key != "200")
+
+
+def time_to_all(
+    replicas: list[Replica], items: list[Any], version: str, timeout: float = 60
+) -> float | None:
+    """Seconds until every replica, asked directly, answers `version` (None: not within
+    `timeout`); probed every 20 ms."""
+    import httpx
+
+    began = time.monotonic()
+    with httpx.Client(timeout=10) as client:
+        while time.monotonic() - began < timeout:
+            answers = [
+                client.post(f"{r.url}/predict", json={"inputs": items}).headers.get(
+                    "X-Model-Version"
+                )
+                for r in replicas
+            ]
+            if all(a == version for a in answers):
+                return time.monotonic() - began
+            time.sleep(0.02)
+    return None

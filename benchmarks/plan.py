@@ -21,7 +21,9 @@ ARCHITECTURES = [
     "bare",
     "litserve",
 ]
-SCENARIOS = ["update", "memory", "queue", "shadow", "drift", "webhook"]
+SCENARIOS = ["update", "memory", "queue", "shadow", "drift", "webhook", "fleet"]
+OPT_IN = {"fleet"}
+"""Scenarios run only when --scenarios names them (the fleet starts 9 replicas)."""
 EXAMPLES = models.EXAMPLES
 
 
@@ -38,7 +40,7 @@ class Plan:
     rate: float = 0.0
     payload: str = "png"
     quick: bool = False
-    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    scenarios: list[str] = field(default_factory=lambda: [s for s in SCENARIOS if s not in OPT_IN])
     update_seconds: float = 40.0
     memory_counts: tuple[int, ...] = (1, 2, 4)
     promotions: int = 10
@@ -133,7 +135,9 @@ class Plan:
                 total += 1 + 3 * (1 + (2 if self.quick else 3))
                 continue
             image = self.images(model)
-            per_model = [s for s in self.scenarios if image or s in ("shadow", "drift", "webhook")]
+            per_model = [
+                s for s in self.scenarios if image or s in ("shadow", "drift", "webhook", "fleet")
+            ]
             total += 1 + len(per_model)
             for arch in self.architectures:
                 total += 1 if arch in IMAGE_ONLY and not image else 2 + len(self.users)

@@ -243,6 +243,50 @@ def _memory(mem: dict[str, Any]) -> list[Block]:
     ]
 
 
+def _fleet(found: dict[str, Any]) -> list[Block]:
+    peers, alone, restart = found["peers"], found["alone"], found["rolling_restart"]
+
+    def seconds(values: list[float | None]) -> str:
+        return ", ".join("-" if s is None else f"{s:.2f}" for s in values)
+
+    return [
+        Heading(f"A fleet behind HAProxy: {found['model']}, {found['users']} users"),
+        Table(
+            ("replicas", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms / request"),
+            [
+                (
+                    str(r["replicas"]),
+                    f"{r['rps']:.0f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    str(r["errors"]),
+                    "-" if r["cpu_ms_per_request"] is None else f"{r['cpu_ms_per_request']:.2f}",
+                )
+                for r in found["rows"]
+            ],
+        ),
+        Table(
+            ("promotion reaches", "median s", "max s", "failed", "each promotion (s)"),
+            [
+                (
+                    f"{label} (poll {p['poll_s']:g} s)",
+                    "-" if p["median_s"] is None else f"{p['median_s']:.2f}",
+                    "-" if p["max_s"] is None else f"{p['max_s']:.2f}",
+                    f"{p['failed']} of {p['requests']}",
+                    seconds(p["seconds"]),
+                )
+                for label, p in (("all, with PROTO2PROD_PEERS", peers), ("all, without", alone))
+            ],
+        ),
+        Text(
+            f"Rolling restart (SIGTERM, drain, start, back in the balancer), per replica: "
+            f"{', '.join(f'{s:.1f}' for s in restart['seconds_per_replica'])} s; "
+            f"{restart['failed']} of {restart['requests']} requests failed meanwhile. The "
+            f"replicas share the servers' {found['server_cores']} core(s)."
+        ),
+    ]
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], list[Block]]] = {
     "queue": _queue,
     "update": _update,
@@ -250,6 +294,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], list[Block]]] = {
     "drift": _drift,
     "webhook": _webhook,
     "memory": _memory,
+    "fleet": _fleet,
 }
 """Each scenario's section, in the report's order."""
 

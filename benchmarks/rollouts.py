@@ -115,7 +115,7 @@ def webhook(bench: Bench, subject: Subject) -> dict[str, Any]:
     )
     items = json.loads(subject.payload.read_text())[:1]
     results: dict[str, Any] = {"model": model, "promotions": promotions}
-    with _mlflow_server(work, port, bench.logs / "webhook-mlflow.log"):
+    with mlflow_server(work, port, bench.logs / "webhook-mlflow.log"):
         for alias in ("production", None):
             train = _p2p("train", subject.entry, "--quick", *(["--alias", alias] if alias else []))
             subprocess.run(train, env=env, check=True, capture_output=True)
@@ -127,7 +127,7 @@ def webhook(bench: Bench, subject: Subject) -> dict[str, Any]:
             serve = _p2p("serve", subject.ref, "--port", str(svc_port), "--poll-s", str(poll))
             log = bench.logs / f"{model}-update-{mode}.log"
             with process(bench.placement.server(serve), f"{url}/readyz", log, env):
-                hook_id = _create_webhook(model, url, env) if mode == "webhook" else None
+                hook_id = create_webhook(model, url, env) if mode == "webhook" else None
                 try:
                     seconds = _time_promotions(registry, model, url, items, promotions, poll)
                 finally:
@@ -143,7 +143,7 @@ def webhook(bench: Bench, subject: Subject) -> dict[str, Any]:
     return results
 
 
-def _mlflow_server(work: Path, port: int, log: Path) -> contextlib.AbstractContextManager[int]:
+def mlflow_server(work: Path, port: int, log: Path) -> contextlib.AbstractContextManager[int]:
     """A real `mlflow server` on loopback that delivers webhooks to loopback URLs."""
     from cryptography.fernet import Fernet
 
@@ -160,7 +160,7 @@ def _mlflow_server(work: Path, port: int, log: Path) -> contextlib.AbstractConte
     return process(args, f"http://127.0.0.1:{port}/health", log, server_env)
 
 
-def _create_webhook(model: str, url: str, env: dict[str, str]) -> str:
+def create_webhook(model: str, url: str, env: dict[str, str]) -> str:
     created = subprocess.run(
         _p2p("webhook", "create", f"bench-{model}", "--url", url),
         env=env,

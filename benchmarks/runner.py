@@ -22,7 +22,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from proto2prod.benchmarks import load, models, rollouts, scenarios, streams, targets
+from proto2prod.benchmarks import (
+    fleet_scenario,
+    load,
+    models,
+    rollouts,
+    scenarios,
+    streams,
+    targets,
+)
 from proto2prod.benchmarks.context import Bench, Subject
 from proto2prod.benchmarks.plan import EXAMPLES, SCENARIOS, Plan
 from proto2prod.benchmarks.targets import IMAGE_ONLY, Placement
@@ -213,6 +221,7 @@ SCENARIO_RUNS: dict[str, tuple[Callable[[Bench, Subject], dict[str, Any]], str]]
     "drift": (rollouts.drift, "the service's throughput with drift tracking off, and on"),
     "webhook": (rollouts.webhook, "promotions by MLflow webhook, then by poll"),
     "memory": (scenarios.memory, "resident memory of N replicas, both ways"),
+    "fleet": (fleet_scenario.run, "1, 2 and 3 replicas behind HAProxy; promotions to all"),
 }
 """Each scenario, in the order they run, and what it says while it runs."""
 NEEDS_IMAGE = {"update", "queue", "memory"}
@@ -225,7 +234,7 @@ def _scenarios(bench: Bench, subject: Subject, results: dict[str, Any]) -> None:
             continue
         if name in NEEDS_IMAGE and not bench.plan.images(subject.name):
             continue
-        if name == "webhook" and subject.name in bench.plan.refs:
+        if name in ("webhook", "fleet") and subject.name in bench.plan.refs:
             continue  # trains its own versions on its own mlflow server
         bench.say(f"{subject.name}: {what}")
         results["scenarios"][name].append(scenario(bench, subject))

@@ -98,11 +98,18 @@ def verdicts(results: dict[str, Any], t: Targets = TARGETS) -> list[Verdict]:
     out += _projections(results, t)
     out += _rollouts(results, t)
     out += _streams(results, t)
+    out += _fleet(results)
     # a reason says why a claim fails: kept for those only, and never left empty for them
     return [
         dataclasses.replace(v, reason="") if v.holds else v if v.reason else reasons.explained(v)
         for v in out
     ]
+
+
+def _fleet(results: dict[str, Any]) -> list[Verdict]:
+    from proto2prod.benchmarks.fleet_scenario import verdicts as fleet_verdicts
+
+    return fleet_verdicts(results)
 
 
 def _streams(results: dict[str, Any], t: Targets) -> list[Verdict]:

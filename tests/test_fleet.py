@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,35 +34,6 @@ from tests.service_process import (
 )
 
 SECRET = "fleet-webhook-secret-" + uuid.uuid4().hex
-
-
-@contextmanager
-def steady_load(url: str, item: Any, clients: int = 2) -> Iterator[Counter[str]]:
-    """`clients` threads calling /predict through `url` until the block ends; the Counter
-    holds each answer's status (or exception) and each version answered."""
-    seen: Counter[str] = Counter()
-    stop = threading.Event()
-
-    def loop() -> None:
-        with httpx.Client(timeout=30) as client:
-            while not stop.is_set():
-                try:
-                    answer = client.post(f"{url}/predict", json={"inputs": [item]})
-                    seen[str(answer.status_code)] += 1
-                    if answer.status_code == 200:
-                        seen["v" + answer.json()["version"]] += 1
-                except httpx.HTTPError as exc:
-                    seen[type(exc).__name__] += 1
-
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
 
 
 def served(replica: fleet.Replica, item: Any) -> str:
@@ -106,7 +74,7 @@ def test_a_promotion_reaches_every_replica_and_no_request_fails_through_the_bala
         webhook_id = created.stdout.split()[1]
         time.sleep(1.5)  # the tracking server's webhook cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
         try:
-            with steady_load(running.url, item) as seen:
+            with fleet.steady_load(running.url, [item]) as seen:
                 took = []
                 for turn in range(4):
                     target = second if turn % 2 == 0 else first

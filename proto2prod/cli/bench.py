@@ -10,9 +10,11 @@ from typing import Annotated
 
 import typer
 
-from proto2prod.benchmarks.plan import ARCHITECTURES, EXAMPLES, SCENARIOS, Plan
+from proto2prod.benchmarks.plan import ARCHITECTURES, EXAMPLES, OPT_IN, SCENARIOS, Plan
 from proto2prod.cli.output import JsonOption, console, err_console, print_json, user_errors
 from proto2prod.processes import Stopped, stopped_by_signals
+
+DEFAULT_SCENARIOS = ",".join(name for name in SCENARIOS if name not in OPT_IN)
 
 
 def bench(
@@ -44,8 +46,11 @@ def bench(
     payload: Annotated[str, typer.Option(help="png (base64, as browsers upload) or json.")] = "png",
     scenarios: Annotated[
         str,
-        typer.Option(help=f"Beyond throughput: {', '.join(SCENARIOS)} (comma-separated, or none)."),
-    ] = ",".join(SCENARIOS),
+        typer.Option(
+            help=f"Beyond throughput: {', '.join(SCENARIOS)} (comma-separated, or none; "
+            f"{', '.join(sorted(OPT_IN))} only when named)."
+        ),
+    ] = DEFAULT_SCENARIOS,
     quick: Annotated[
         bool, typer.Option(help="Seconds per point, users 1 and 8 (smoke test).")
     ] = False,
