@@ -158,8 +158,11 @@ def test_build_from_an_editable_install_carries_a_wheel_built_from_source(tmp_pa
     assert top_level == ["proto2prod"]
     assert "proto2prod/service/app.py" in names and "proto2prod/examples/digits.py" in names
     assert f"./wheels/{wheel.name}" in (bento / "env" / "python" / "requirements.txt").read_text()
+    # ... and beside that requirements file, where an image's install resolves the line
+    assert (bento / "env" / "python" / "wheels" / wheel.name).is_file()
     assert sorted(p.name for p in (bento / "src").iterdir()) == [
         "bentofile.yaml",
         "digits.py",
+        "setup.sh",  # the image's cache folder for the non-root user (service/bento.py)
         "wheels",
     ]

@@ -11,7 +11,9 @@ reaches the others by the fan-out and a replica without peers by the registry.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -25,6 +27,7 @@ from proto2prod.benchmarks import fleet
 from proto2prod.registry import Registry, publish
 from proto2prod.registry.rollouts import ROLLED_BACK
 from proto2prod.service import peers
+from tests.conftest import BIN
 from tests.service_process import (
     cli,
     environment,
@@ -192,3 +195,32 @@ def test_a_canary_rolled_back_on_one_replica_is_rolled_back_on_all(tmp_path: Pat
             for _ in range(20)
         }
         assert answers == {champion}
+
+
+def test_the_fleet_scenario_measures_replicas_promotions_and_a_rolling_restart(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "report"
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        [str(BIN / "proto2prod"), "bench", "--quick", "--models", "digits", "--out", str(out)]
+        + ["--architectures", "service", "--scenarios", "fleet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    found = json.loads((out / "results.json").read_text())["scenarios"]["fleet"][0]
+    assert [r["replicas"] for r in found["rows"]] == [1, 2]  # a quick run: 1 and 2
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in found["rows"]), found["rows"]
+    assert all(r["cpu_ms_per_request"] > 0 for r in found["rows"])
+    peers, alone = found["peers"], found["alone"]
+    assert len(peers["seconds"]) == len(alone["seconds"]) == 3
+    assert peers["max_s"] < 30  # the poll is 60 s: each promotion reached all by the fan-out
+    assert peers["failed"] == alone["failed"] == found["rolling_restart"]["failed"] == 0, found
+    assert found["rolling_restart"]["requests"] > 0
+    text = (out / "report.md").read_text()
+    assert "## A fleet behind HAProxy" in text and "with PROTO2PROD_PEERS every one of 2" in text

@@ -214,7 +214,7 @@ def test_build_a_bento_then_serve_it_from_the_store(trained: Project, tmp_path: 
     assert "built Bento iris:v1" in out
     src = Path(bentoml_home) / "bentos" / "iris" / "v1" / "src"
     files = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
-    assert files == ["bentofile.yaml", "my_model.py", f"wheels/{trained.wheel.name}"]
+    assert files == ["bentofile.yaml", "my_model.py", "setup.sh", f"wheels/{trained.wheel.name}"]
 
     # From the store, in another folder, with only the registry's location in the environment.
     port = free_port()
