@@ -166,9 +166,9 @@ def _deployment(spec: Deployment, labels: dict[str, str]) -> dict[str, Any]:
         "terminationGracePeriodSeconds": int(grace),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
+            "runAsUser": 1034,  # BentoML's image user (service/bento.py)
+            "runAsGroup": 1034,
+            "fsGroup": 1034,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "automountServiceAccountToken": False,

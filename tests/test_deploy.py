@@ -87,7 +87,8 @@ def test_the_fleet_drains_swaps_and_runs_locked_down(tmp_path: Path) -> None:
     assert settings["PROTO2PROD_DEVICE"] == "cuda"
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] and security["runAsNonRoot"]
-    assert security["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsUser"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsUser"] == 1034  # the image's user (test_container.py)
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {settings["PROTO2PROD_HOME"], "/tmp"} <= mounts  # the only writable places
     # the peers are the headless Service's name, and that name is a valid PROTO2PROD_PEERS
