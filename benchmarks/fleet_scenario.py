@@ -1,8 +1,9 @@
-"""The fleet scenario: 1, 2 and 3 replicas behind HAProxy on this machine (benchmarks/fleet.py).
+"""The fleet scenario: 1, 2 and 3 replicas (1 and 2 in a quick run) behind HAProxy on this
+machine (benchmarks/fleet.py).
 
 Per replica count: req/s and p99 through the balancer at the top user count (Locust), the
 CPU one request costs the whole fleet, and the projection it gives: the replicas share the
-servers' cores, so N replicas can at best serve `cores / CPU per request`. With 3 replicas,
+servers' cores, so N replicas can at best serve `cores / CPU per request`. With the most,
 promotions by MLflow webhook posted once to the balancer: seconds from the promote call
 until every replica, asked directly, answers the new version, with PROTO2PROD_PEERS (the
 replica that got the webhook tells the others) and without (the others wait for their
@@ -26,6 +27,7 @@ from proto2prod.benchmarks.targets import Target, free_port
 from proto2prod.benchmarks.verdicts import Verdict
 
 REPLICAS = (1, 2, 3)
+QUICK_REPLICAS = (1, 2)
 ALL_WITHIN_S = 1.0
 """The target: every replica on the promoted version within this of the webhook (median)."""
 
@@ -43,19 +45,20 @@ def run(bench: Bench, subject: Subject) -> dict[str, Any]:
     items = json.loads(subject.payload.read_text())[:1]
     results: dict[str, Any] = {"model": model, "users": bench.users, "rows": []}
     command = bench.placement.server(_p2p())
+    counts = QUICK_REPLICAS if bench.plan.quick else REPLICAS
     with mlflow_server(work, port, bench.logs / "fleet-mlflow.log"):
         for alias in ("production", None):
             train = _p2p("train", subject.entry, "--quick", *(["--alias", alias] if alias else []))
             subprocess.run(train, env=env, check=True, capture_output=True)
-        for count in REPLICAS:
+        for count in counts:
             with fleet.fleet(subject.ref, count, work / f"x{count}", env, argv=command) as up:
                 results["rows"].append(_throughput(bench, subject, up, count))
-                if count == max(REPLICAS):
+                if count == max(counts):
                     results["peers"] = _promotions(bench, up, model, items, env)
                     results["rolling_restart"] = _restart(up, items)
         polled = {**env, "PROTO2PROD_POLL_S": f"{bench.plan.poll_s:g}"}
         with fleet.fleet(
-            subject.ref, max(REPLICAS), work / "alone", polled, peers=False, argv=command
+            subject.ref, max(counts), work / "alone", polled, peers=False, argv=command
         ) as up:
             results["alone"] = _promotions(bench, up, model, items, polled)
     results["server_cores"] = len((bench.placement.server_cpus or "").split(",")) or os.cpu_count()
@@ -123,10 +126,10 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
     out: list[Verdict] = []
     for found in results["scenarios"].get("fleet", []):
         peers, alone = found["peers"], found["alone"]
-        median = peers["median_s"]
+        median, most = peers["median_s"], max(r["replicas"] for r in found["rows"])
         out.append(
             Verdict(
-                f"{found['model']}: with PROTO2PROD_PEERS every one of {max(REPLICAS)} replicas "
+                f"{found['model']}: with PROTO2PROD_PEERS every one of {most} replicas "
                 f"answers a promoted version within {ALL_WITHIN_S:g} s of the webhook (median "
                 f"of {len(peers['seconds'])})",
                 f"median {_s(median)}, max {_s(peers['max_s'])}; without the fan-out "
